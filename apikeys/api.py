@@ -1,0 +1,218 @@
+"""The HTTP API: the dashboard routes under /dashboard/api-keys, /verify and /healthz."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import current_app
+from flask import g
+from flask import request
+from flask.views import MethodView
+from flask_smorest import Api
+from flask_smorest import Blueprint
+from flask_smorest import abort
+from webargs.flaskparser import FlaskParser
+
+from apikeys import db
+from apikeys import errors
+from apikeys import manage
+from apikeys import store
+from apikeys.schemas import CreatedKeyEnvelopeSchema
+from apikeys.schemas import CreateKeySchema
+from apikeys.schemas import DeletedSchema
+from apikeys.schemas import ErrorSchema
+from apikeys.schemas import HealthEnvelopeSchema
+from apikeys.schemas import KeyEnvelopeSchema
+from apikeys.schemas import KeyPageEnvelopeSchema
+from apikeys.schemas import PageArgsSchema
+from apikeys.schemas import RegeneratedKeyEnvelopeSchema
+from apikeys.schemas import ToggledKeyEnvelopeSchema
+from apikeys.schemas import VerifiedKeyEnvelopeSchema
+from apikeys.schemas import VerifyArgsSchema
+from apikeys.tokens import current_tenant
+from apikeys.verify import API_KEY_HEADER
+from apikeys.verify import verify_api_key
+
+
+class Parser(FlaskParser):
+    """Invalid input is a 400, not webargs' default 422."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class ApiKeysApi(Api):
+    """flask-smorest's Api with our error envelope."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def handle_http_exception(self, error):
+        return errors.handle_http_exception(error)
+
+
+blp = Blueprint("api-keys", __name__, description="Create, list, rotate, toggle, delete and verify API keys.")
+blp.ARGUMENTS_PARSER = Parser()
+
+TOGGLE_MESSAGES = {True: "API key has been enabled.", False: "API key has been disabled."}
+BEARER = [{"bearerAuth": []}]
+API_KEY = [{"apiKey": []}]
+
+
+def _not_found():
+    abort(404, message="API key not found.", code="API_KEY_NOT_FOUND")
+
+
+@blp.route("/dashboard/api-keys")
+class ApiKeys(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.arguments(PageArgsSchema, location="query")
+    @blp.response(200, KeyPageEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    def get(self, args):
+        """List the tenant's API keys, newest first."""
+        tenant = current_tenant()
+        with db.get_engine().connect() as conn:
+            total = store.count_keys(conn, tenant)
+            items = store.list_keys(conn, tenant, args["limit"], (args["page"] - 1) * args["limit"])
+        return {"data": {"items": items, "total": total, "page": args["page"], "limit": args["limit"]}}
+
+    @blp.doc(security=BEARER)
+    @blp.arguments(CreateKeySchema)
+    @blp.response(201, CreatedKeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    def post(self, args):
+        """Create an API key; its secret is shown only in this answer."""
+        tenant = current_tenant()
+        rounds = current_app.config["APIKEYS_BCRYPT_ROUNDS"]
+        with db.get_engine().begin() as conn:
+            created = manage.create_key(conn, tenant, args["name"], args["environment"], rounds)
+        return {"data": created}
+
+
+@blp.route("/dashboard/api-keys/<string:key_id>")
+class ApiKeyById(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, KeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, key_id):
+        """Get one of the tenant's API keys."""
+        tenant = current_tenant()
+        with db.get_engine().connect() as conn:
+            row = store.get_key(conn, tenant, key_id)
+        if row is None:
+            _not_found()
+        return {"data": row}
+
+    @blp.doc(security=BEARER)
+    @blp.response(200, DeletedSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def delete(self, key_id):
+        """Delete an API key for good."""
+        tenant = current_tenant()
+        with db.get_engine().begin() as conn:
+            deleted = store.delete_key(conn, tenant, key_id)
+        if not deleted:
+            _not_found()
+        return {}
+
+
+@blp.route("/dashboard/api-keys/<string:key_id>/regenerate")
+class ApiKeyRegeneration(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, RegeneratedKeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, key_id):
+        """Give a key a new secret; the old secret stops working at once."""
+        tenant = current_tenant()
+        rounds = current_app.config["APIKEYS_BCRYPT_ROUNDS"]
+        with db.get_engine().begin() as conn:
+            regenerated = manage.regenerate_key(conn, tenant, key_id, rounds)
+        if regenerated is None:
+            _not_found()
+        return {"data": regenerated}
+
+
+@blp.route("/dashboard/api-keys/<string:key_id>/toggle")
+class ApiKeyToggle(MethodView):
+    @blp.doc(security=BEARER)
+    @blp.response(200, ToggledKeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(404, response="NOT_FOUND")
+    def post(self, key_id):
+        """Disable an active key, or enable a disabled one."""
+        tenant = current_tenant()
+        with db.get_engine().begin() as conn:
+            active = store.toggle_key(conn, tenant, key_id)
+        if active is None:
+            _not_found()
+        return {"data": {"id": key_id, "active": active, "message": TOGGLE_MESSAGES[active]}}
+
+
+VERIFY_METHODS = ("get", "post", "put", "patch", "delete", "options")
+
+
+class Verification(MethodView):
+    """Forward authentication: any method, any sub-path, the key in X-Api-Key."""
+
+    @blp.doc(security=API_KEY)
+    @blp.arguments(VerifyArgsSchema, location="query")
+    @blp.response(200, VerifiedKeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    def get(self, args, subpath=None):
+        """Verify the API key in X-Api-Key; 200 with its identity, 401 or 403 if refused."""
+        verified = verify_api_key(request.headers.get(API_KEY_HEADER), args.get("environment"))
+        g.api_key = verified
+        headers = {
+            "X-Api-Key-Id": verified.id,
+            "X-Tenant-Id": verified.tenant_id,
+            "X-Api-Key-Environment": verified.environment,
+        }
+        return {"data": verified}, headers
+
+    post = put = patch = delete = options = get
+
+
+# One class, two routes: a proxy may forward the original path below /verify.
+blp.route("/verify")(Verification)
+blp.route("/verify/<path:subpath>", endpoint="VerificationSubpath")(Verification)
+
+
+@blp.route("/healthz")
+class Health(MethodView):
+    @blp.response(200, HealthEnvelopeSchema)
+    @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
+    def get(self):
+        """Answer 200 when the database answers."""
+        try:
+            with db.get_engine().connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.SQLAlchemyError:
+            abort(503, message="The database does not answer.", code="DATABASE_UNAVAILABLE")
+        return {"data": {"status": "ok"}}
+
+
+def init_app(app) -> None:
+    """Register the API, its OpenAPI document and docs, and the error envelope."""
+    app.config.setdefault("API_TITLE", "apikeys")
+    app.config.setdefault("API_VERSION", "1.0.0")
+    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_URL_PREFIX", "/")
+    app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "docs")
+    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
+    app.config.setdefault(
+        "API_SPEC_OPTIONS",
+        {
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                    "apiKey": {"type": "apiKey", "in": "header", "name": API_KEY_HEADER},
+                }
+            }
+        },
+    )
+    api = ApiKeysApi(app)
+    api.register_blueprint(blp)

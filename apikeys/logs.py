@@ -1,0 +1,94 @@
+"""Logging: the app's logger, and one line per request that never holds a secret."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+from flask import g
+from flask import request
+
+log = logging.getLogger("apikeys.requests")
+
+# Attributes every LogRecord has; anything else on a record was passed in `extra`.
+_RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _Handler(logging.StreamHandler):
+    """Our handler, told apart so a second create_app does not add another.
+
+    It writes to whatever sys.stderr is at the time, so a test runner that
+    swaps stderr never leaves it writing to a closed stream.
+    """
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _before_request():
+    g.request_started = time.perf_counter()
+
+
+def _after_request(response):
+    started = g.get("request_started")
+    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    api_key = g.get("api_key")
+    fields = {
+        "method": request.method,
+        "path": request.path,  # never the query string: it is the client's to fill
+        "status": response.status_code,
+        "duration_ms": duration_ms,
+        "tenant": g.get("tenant") or (api_key.tenant_id if api_key else None),
+        "key_id": api_key.id if api_key else None,
+    }
+    log.info(
+        "%s %s %s %sms tenant=%s key=%s",
+        fields["method"],
+        fields["path"],
+        fields["status"],
+        fields["duration_ms"],
+        fields["tenant"] or "-",
+        fields["key_id"] or "-",
+        extra=fields,
+    )
+    return response
+
+
+def init_app(app) -> None:
+    """Set up the apikeys loggers and the request log."""
+    logger = logging.getLogger("apikeys")
+    logger.setLevel(app.config["APIKEYS_LOG_LEVEL"])
+    if not any(isinstance(h, _Handler) for h in logger.handlers):
+        handler = _Handler()
+        logger.addHandler(handler)
+    else:
+        handler = next(h for h in logger.handlers if isinstance(h, _Handler))
+    if app.config["APIKEYS_LOG_FORMAT"] == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    app.before_request(_before_request)
+    app.after_request(_after_request)

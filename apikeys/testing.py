@@ -1,0 +1,1 @@
+"""pytest plugin (see issue 4)."""

@@ -1,0 +1,129 @@
+"""Fixtures: an app on a real database (SQLite file, and PostgreSQL where reachable), clients, tokens, keys."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from apikeys import create_app
+from apikeys import db
+from apikeys.tokens import issue_token
+
+POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A PostgreSQL database of this run's own, migrated, dropped at the end."""
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"apikeys_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
+            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """A fresh, migrated database: a SQLite file, or an emptied PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
+        engine = sa.create_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        return url
+    url = request.getfixturevalue("postgres_url")
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(db.api_keys.delete())
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def jwt_secret():
+    return secrets.token_urlsafe(32)
+
+
+@pytest.fixture
+def config(database_url, jwt_secret):
+    """The test configuration; tests may change it before asking for ``app``."""
+    return {
+        "TESTING": True,
+        "APIKEYS_DATABASE_URL": database_url,
+        "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_BCRYPT_ROUNDS": 4,
+    }
+
+
+@pytest.fixture
+def app(config, tmp_path):
+    app = create_app(config, instance_path=str(tmp_path / "instance"))
+    yield app
+    db.get_engine(app).dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def token(app):
+    """Make a token for a tenant: token("acme") or token("acme", exp=...)."""
+
+    def make(tenant: str = "acme", ttl: int = 600, **claims) -> str:
+        return issue_token(app.config, tenant, ttl, **claims)
+
+    return make
+
+
+@pytest.fixture
+def auth(token):
+    """Make Authorization headers for a tenant."""
+
+    def make(tenant: str = "acme") -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(tenant)}"}
+
+    return make
+
+
+@pytest.fixture
+def make_key(client, auth):
+    """Create a key through the API and return the create answer's data."""
+
+    def make(tenant: str = "acme", name: str = "test key", environment: str = "live") -> dict:
+        response = client.post(
+            "/dashboard/api-keys", json={"name": name, "environment": environment}, headers=auth(tenant)
+        )
+        assert response.status_code == 201, response.json
+        return response.json["data"]
+
+    return make
