@@ -24,6 +24,13 @@ lint: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Benchmarks and the soak print tables; they are measurements, not tests.
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+soak: $(BIN)/.installed
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+
 openapi: $(BIN)/.installed
 	$(BIN)/flask --app app openapi write --format=json schemas/openapi.json
 
