@@ -9,6 +9,7 @@ from datetime import datetime
 import click
 import sqlalchemy as sa
 from flask import current_app
+from flask.cli import with_appcontext
 
 metadata = sa.MetaData()
 
@@ -121,6 +122,7 @@ def upgrade(engine: sa.Engine) -> None:
 
 
 @click.command("init-db")
+@with_appcontext
 def init_db_command():
     """Create or upgrade the database schema."""
     upgrade(get_engine())

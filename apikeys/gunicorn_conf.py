@@ -6,13 +6,16 @@ import multiprocessing
 import os
 import shlex
 
-__all__ = ["bind", "errorlog", "limit_request_field_size", "on_starting", "when_ready", "workers"]
+__all__ = ["access_log_format", "bind", "errorlog", "limit_request_field_size", "on_starting", "when_ready", "workers"]
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
 # An X-Api-Key of up to 8 KiB must reach the app, where it gets a proper 401.
 limit_request_field_size = 16 * 1024
 errorlog = "-"
+# gunicorn's default access line has the query string (%(r)s), where a careless
+# client may put a token; log the path alone (%(U)s).
+access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(f)s" "%(a)s" %(L)ss'
 
 
 def on_starting(server):

@@ -1,1 +1,194 @@
-"""pytest plugin (see issue 4)."""
+"""The pytest plugin: a real apikeys server, keys and an in-process app for other projects' tests.
+
+Installing apikeys registers this module (a ``pytest11`` entry point). It defines
+fixtures only, every one named ``apikeys_*``, none autouse; Flask, SQLAlchemy and
+the rest of apikeys are imported only when a test asks for a fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import shutil
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from flask import Flask
+    from flask.testing import FlaskClient
+
+__all__ = ["ApikeysServer", "apikeys_app", "apikeys_client", "apikeys_key", "apikeys_server"]
+
+TEST_TENANT = "test-tenant"
+TOKEN_TTL = 3600  # seconds
+POLL_INTERVAL = 0.05  # seconds: how fast the server thread notices shutdown()
+
+log = logging.getLogger(__name__)
+
+
+def throwaway_config(database_url: str) -> dict:
+    """Return the configuration of a throwaway apikeys app: fast bcrypt and a random JWT secret."""
+    return {
+        "TESTING": True,
+        "APIKEYS_DATABASE_URL": database_url,
+        "APIKEYS_JWT_SECRET": secrets.token_urlsafe(32),
+        "APIKEYS_BCRYPT_ROUNDS": 4,  # bcrypt's minimum: a key costs about a millisecond
+    }
+
+
+def create_test_app(directory: Path) -> Flask:
+    """Create an apikeys app on a fresh, migrated SQLite file in ``directory``."""
+    from apikeys import create_app
+    from apikeys import db
+
+    database_url = f"sqlite:///{directory / 'apikeys.sqlite3'}"
+    app = create_app(throwaway_config(database_url), instance_path=str(directory / "instance"))
+    engine = db.get_engine(app)
+    try:
+        db.upgrade(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    return app
+
+
+def _quiet_handler():
+    """Return a werkzeug request handler that leaves the access log to apikeys' own request log."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuietRequestHandler(WSGIRequestHandler):
+        """apikeys logs every request itself; werkzeug's errors go to our logger, not a new handler."""
+
+        def log_request(self, code="-", size="-") -> None:
+            pass
+
+        def log(self, type: str, message: str, *args) -> None:  # noqa: A002 (werkzeug's signature)
+            getattr(log, type, log.info)(message.rstrip(), *args)
+
+    return QuietRequestHandler
+
+
+class ApikeysServer:
+    """The apikeys service on 127.0.0.1 and a free port, in a thread, on its own SQLite file."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.app: Flask | None = None
+        self.url = ""
+        self.database_url = ""
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> ApikeysServer:
+        """Migrate the database, bind a free port and serve in a daemon thread."""
+        from werkzeug.serving import make_server
+
+        from apikeys import db
+
+        self.app = create_test_app(self.directory)
+        self.database_url = db.database_url(self.app)
+        try:
+            self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_quiet_handler())
+            self.url = f"http://127.0.0.1:{self._server.server_port}"
+            self._thread = threading.Thread(
+                target=self._server.serve_forever,
+                kwargs={"poll_interval": POLL_INTERVAL},
+                name=f"apikeys-server-{self._server.server_port}",
+                daemon=True,
+            )
+            self._thread.start()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def shutdown(self) -> None:
+        """Stop serving, close the socket and the database connections; safe to call twice."""
+        from apikeys import db
+
+        if self._thread is not None:
+            self._server.shutdown()  # serve_forever closes the listening socket on its way out
+            self._thread.join()
+            self._thread = None
+        elif self._server is not None:
+            self._server.server_close()
+        self._server = None
+        if self.app is not None:
+            db.get_engine(self.app).dispose()
+
+    def token(self, tenant: str, **claims) -> str:
+        """Return a JWT for ``tenant`` that this server accepts; ``claims`` add or override claims."""
+        from apikeys.tokens import issue_token
+
+        return issue_token(self.app.config, tenant, TOKEN_TTL, **claims)
+
+    def create_key(self, tenant: str, name: str = "test key", environment: str = "test") -> dict:
+        """Create a key over HTTP and return the create answer's ``data`` (``fullKey`` included)."""
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(  # noqa: S310 (our own http:// URL)
+            self.url + "/dashboard/api-keys",
+            data=json.dumps({"name": name, "environment": environment}).encode(),
+            headers={"Authorization": f"Bearer {self.token(tenant)}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return json.load(response)["data"]
+        except urllib.error.HTTPError as error:
+            with error:
+                body = error.read().decode(errors="replace")  # the error envelope: never a secret
+            raise RuntimeError(f"apikeys_server refused to create a key: {error.code} {body}") from None
+
+    def __enter__(self) -> ApikeysServer:
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<ApikeysServer {self.url or 'not started'}>"
+
+
+@pytest.fixture(scope="session")
+def apikeys_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApikeysServer]:
+    """A real apikeys HTTP server for the session: ``url``, ``database_url``, ``token()``, ``create_key()``."""
+    directory = tmp_path_factory.mktemp("apikeys-server")
+    try:
+        with ApikeysServer(directory) as server:
+            yield server
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def apikeys_key(apikeys_server: ApikeysServer) -> dict:
+    """A fresh test key on ``apikeys_server`` for tenant ``test-tenant``: the create answer's ``data``."""
+    return apikeys_server.create_key(TEST_TENANT)
+
+
+@pytest.fixture
+def apikeys_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
+    """A fresh in-process apikeys app on its own temporary SQLite database."""
+    from apikeys import db
+
+    directory = tmp_path_factory.mktemp("apikeys-app")
+    app = create_test_app(directory)
+    try:
+        yield app
+    finally:
+        db.get_engine(app).dispose()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def apikeys_client(apikeys_app: Flask) -> FlaskClient:
+    """The Flask test client of ``apikeys_app``."""
+    return apikeys_app.test_client()

@@ -64,7 +64,7 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def jwt_secret():
-    return secrets.token_urlsafe(32)
+    return secrets.token_urlsafe(64)
 
 
 @pytest.fixture

@@ -1,0 +1,172 @@
+"""Migrations: the migrated schema is the declared one, old databases upgrade, init-db is idempotent."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import UTC
+from datetime import datetime
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from apikeys import cli
+from apikeys import db
+from apikeys import keys
+from apikeys import migrate
+from apikeys import store
+from apikeys.verify import verify_api_key
+
+# The same server and rule as conftest's postgres_url: skip when it is not there, unless it is required.
+POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    """An EMPTY database, no tables at all (it overrides conftest's migrated one in this module)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+        return
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"apikeys_migrations_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
+            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def engine(database_url):
+    engine = sa.create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def head_revision(conn: sa.Connection) -> str:
+    return ScriptDirectory.from_config(migrate.alembic_config(conn)).get_current_head()
+
+
+def current_revision(conn: sa.Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def test_database_starts_empty(engine):
+    with engine.connect() as conn:
+        assert sa.inspect(conn).get_table_names() == []
+
+
+def test_migrated_schema_equals_declared_metadata(engine):
+    """What the migrations build is what apikeys.db declares: autogenerate finds nothing to do."""
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        assert current_revision(conn) == head_revision(conn)
+
+
+def test_upgrades_a_database_of_the_first_release(engine, app):
+    """A row written by the first release (schema 0001) is intact and verifies after upgrading to head."""
+    migrate.upgrade(engine, "0001")
+    secret = keys.new_secret("live")
+    public_key = keys.new_public_key("live")
+    created_at = datetime(2026, 11, 28, 12, 30, 15, 123000)  # naive UTC, as 0001 stores it
+    last_used_at = datetime(2026, 11, 29, 8, 0, 0)
+    # Raw SQL, every 0001 column: the migrations must not depend on today's insert_key defaults.
+    with engine.begin() as conn:
+        assert current_revision(conn) == "0001"
+        conn.execute(
+            sa.text(
+                "INSERT INTO api_keys (id, tenant_id, name, environment, public_key, secret_hash, active,"
+                " created_at, last_used_at, failed_attempts, failed_window_start)"
+                " VALUES (:id, :tenant_id, :name, :environment, :public_key, :secret_hash, :active,"
+                " :created_at, :last_used_at, :failed_attempts, :failed_window_start)"
+            ),
+            {
+                "id": "key_0001000100010001",
+                "tenant_id": "acme",
+                "name": "From the first release",
+                "environment": "live",
+                "public_key": public_key,
+                "secret_hash": keys.hash_secret(secret, 4),
+                "active": True,
+                "created_at": created_at,
+                "last_used_at": last_used_at,
+                "failed_attempts": 0,
+                "failed_window_start": None,
+            },
+        )
+
+    db.upgrade(engine)
+
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(conn)
+        row = store.get_key(conn, "acme", "key_0001000100010001")
+        full_row = store.find_by_public_key(conn, public_key)
+    assert row._asdict() == {
+        "id": "key_0001000100010001",
+        "name": "From the first release",
+        "environment": "live",
+        "public_key": public_key,
+        "active": True,
+        "created_at": created_at.replace(tzinfo=UTC),
+        "last_used_at": last_used_at.replace(tzinfo=UTC),
+    }
+    assert full_row.tenant_id == "acme"
+    assert keys.check_secret(secret, full_row.secret_hash)
+    with app.app_context():
+        verified = verify_api_key(f"{public_key}.{secret}", "live")
+    assert (verified.id, verified.tenant_id) == ("key_0001000100010001", "acme")
+
+
+def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
+    """`apikeys init-db` creates the schema on an empty database, and a second run changes nothing."""
+    monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)  # FlaskGroup sets it; put it back afterwards
+    # The console script's own group, on the test app: what `apikeys init-db` runs.
+    first = runner.invoke(cli.main, ["init-db"])
+    assert first.exit_code == 0, first.output
+    assert "Database is up to date." in first.output
+    with engine.begin() as conn:
+        store.insert_key(
+            conn,
+            id="key_kept0kept0kept0k",
+            tenant_id="acme",
+            name="kept",
+            environment="test",
+            public_key=keys.new_public_key("test"),
+            secret_hash=keys.hash_secret(keys.new_secret("test"), 4),
+            created_at=db.utcnow(),
+        )
+
+    second = runner.invoke(cli.main, ["init-db"])
+    assert second.exit_code == 0, second.output
+    assert "Database is up to date." in second.output
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(conn)
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert store.count_keys(conn, "acme") == 1
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+
+
+def test_init_db_runs_from_the_test_runner(runner, engine):
+    """`runner.invoke(args=["init-db"])`, as Flask's testing docs show it, runs with an app context."""
+    result = runner.invoke(args=["init-db"])
+    assert result.exit_code == 0, repr(result.exception)
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(conn)

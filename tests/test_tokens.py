@@ -1,0 +1,235 @@
+"""Bearer tokens: every kind of bad token is a 401, the tenant comes from one claim, secrets are kept safe."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import stat
+import time
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from apikeys import create_app
+from apikeys import db
+from apikeys import tokens
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unsigned(claims: dict) -> str:
+    """A token with alg "none" and no signature."""
+    return b64(json.dumps({"alg": "none", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode()) + "."
+
+
+def claims(tenant="acme", **extra) -> dict:
+    return {"tenantId": tenant, "exp": int(time.time()) + 600, **extra}
+
+
+def status_for(client, token: str | None, header: str | None = None) -> tuple[int, dict]:
+    headers = {"Authorization": header if header is not None else f"Bearer {token}"}
+    response = client.get("/dashboard/api-keys", headers=headers)
+    return response.status_code, response.json
+
+
+@pytest.fixture
+def rsa_keys():
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public_pem.decode()
+
+
+def test_a_valid_token_is_accepted(client, token):
+    assert status_for(client, token("acme"))[0] == 200
+
+
+BAD_HEADERS = [
+    None,
+    "",
+    "Bearer",
+    "Bearer ",
+    "Basic dXNlcjpwYXNz",
+    "Token abc",
+    "Bearer not-a-jwt",
+    "Bearer a.b.c",
+    "Bearer " + "x" * 5000,
+    "Bearer eyJ.eyJ.",
+]
+
+
+@pytest.mark.parametrize("header", BAD_HEADERS)
+def test_missing_or_malformed_authorization_is_a_401(client, header):
+    response = client.get("/dashboard/api-keys", headers={} if header is None else {"Authorization": header})
+    assert response.status_code == 401
+    assert response.json["statusCode"] == 401
+    assert response.json["code"] == "INVALID_TOKEN"
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_token(client, jwt_secret):
+    token = jwt.encode(claims(exp=int(time.time()) - 10), jwt_secret, algorithm="HS256")
+    assert status_for(client, token)[0] == 401
+
+
+def test_token_without_exp(client, jwt_secret):
+    token = jwt.encode({"tenantId": "acme"}, jwt_secret, algorithm="HS256")
+    assert status_for(client, token)[0] == 401
+
+
+def test_token_signed_with_another_secret(client):
+    token = jwt.encode(claims(), "another-secret-of-sufficient-length-000", algorithm="HS256")
+    assert status_for(client, token)[0] == 401
+
+
+def test_alg_none_is_refused(client):
+    assert status_for(client, unsigned(claims()))[0] == 401
+
+
+def test_hs512_under_an_hs256_config_is_refused(client, jwt_secret):
+    token = jwt.encode(claims(), jwt_secret, algorithm="HS512")
+    assert status_for(client, token)[0] == 401
+
+
+def test_tampered_payload_is_refused(client, token):
+    header, _, signature = token("acme").split(".")
+    forged = header + "." + b64(json.dumps(claims("globex")).encode()) + "." + signature
+    assert status_for(client, forged)[0] == 401
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"exp": int(time.time()) + 600},
+        {"tenant": "acme", "exp": int(time.time()) + 600},  # no fallback to other claims
+        {"sub": "acme", "exp": int(time.time()) + 600},
+        {"tenantId": "", "exp": int(time.time()) + 600},
+        {"tenantId": 42, "exp": int(time.time()) + 600},
+        {"tenantId": ["acme"], "exp": int(time.time()) + 600},
+        {"tenantId": None, "exp": int(time.time()) + 600},
+        {"tenantId": "x" * 256, "exp": int(time.time()) + 600},
+    ],
+)
+def test_token_without_a_string_tenant_is_refused(client, jwt_secret, payload):
+    token = jwt.encode(payload, jwt_secret, algorithm="HS256")
+    status, body = status_for(client, token)
+    assert status == 401
+    assert body["code"] == "INVALID_TOKEN"
+
+
+def test_tenant_claim_name_is_configurable(config, tmp_path, jwt_secret):
+    config["APIKEYS_JWT_TENANT_CLAIM"] = "org"
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    try:
+        client = app.test_client()
+        good = jwt.encode({"org": "acme", "exp": int(time.time()) + 60}, jwt_secret, algorithm="HS256")
+        default_claim = jwt.encode(claims(), jwt_secret, algorithm="HS256")
+        assert status_for(client, good)[0] == 200
+        assert status_for(client, default_claim)[0] == 401
+    finally:
+        db.get_engine(app).dispose()
+
+
+def test_audience_and_issuer_when_configured(config, tmp_path, jwt_secret):
+    config.update({"APIKEYS_JWT_AUDIENCE": "apikeys", "APIKEYS_JWT_ISSUER": "https://auth.example"})
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    try:
+        client = app.test_client()
+        assert status_for(client, tokens.issue_token(app.config, "acme", 60))[0] == 200
+        for payload in (
+            claims(),
+            claims(aud="other", iss="https://auth.example"),
+            claims(aud="apikeys", iss="https://evil.example"),
+            claims(aud="apikeys"),
+        ):
+            assert status_for(client, jwt.encode(payload, jwt_secret, algorithm="HS256"))[0] == 401
+    finally:
+        db.get_engine(app).dispose()
+
+
+@pytest.fixture
+def rs256_app(config, tmp_path, rsa_keys):
+    config.update({"APIKEYS_JWT_ALGORITHMS": ["RS256"], "APIKEYS_JWT_PUBLIC_KEY": rsa_keys[1]})
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    yield app
+    db.get_engine(app).dispose()
+
+
+def test_rs256_token_with_the_configured_public_key(rs256_app, rsa_keys):
+    token = jwt.encode(claims(), rsa_keys[0], algorithm="RS256")
+    assert status_for(rs256_app.test_client(), token)[0] == 200
+
+
+def test_key_confusion_is_refused(rs256_app, rsa_keys):
+    # The classic attack: sign HS256 with the public key as the HMAC secret.
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims()).encode())
+    import hashlib
+    import hmac
+
+    signature = hmac.new(rsa_keys[1].encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    forged = f"{header}.{payload}.{b64(signature)}"
+    assert status_for(rs256_app.test_client(), forged)[0] == 401
+
+
+def test_rs256_config_refuses_hs256_even_with_the_shared_secret(rs256_app, jwt_secret):
+    token = jwt.encode(claims(), jwt_secret, algorithm="HS256")
+    assert status_for(rs256_app.test_client(), token)[0] == 401
+
+
+def test_es256(config, tmp_path):
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    config.update({"APIKEYS_JWT_ALGORITHMS": ["ES256"], "APIKEYS_JWT_PUBLIC_KEY": public_pem.decode()})
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    try:
+        client = app.test_client()
+        assert status_for(client, jwt.encode(claims(), private, algorithm="ES256"))[0] == 200
+        other = ec.generate_private_key(ec.SECP256R1())
+        assert status_for(client, jwt.encode(claims(), other, algorithm="ES256"))[0] == 401
+    finally:
+        db.get_engine(app).dispose()
+
+
+def test_a_secret_is_generated_once_with_mode_0600(tmp_path, caplog, database_url):
+    instance = tmp_path / "instance"
+    config = {"APIKEYS_DATABASE_URL": database_url}
+    with caplog.at_level(logging.WARNING, logger="apikeys"):
+        first = create_app(config, instance_path=str(instance))
+    second = create_app(config, instance_path=str(instance))
+    try:
+        path = instance / tokens.SECRET_FILE
+        secret = path.read_text().strip()
+        assert len(secret) >= 32
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        assert first.config["APIKEYS_JWT_SECRET"] == second.config["APIKEYS_JWT_SECRET"] == secret
+        assert "Generated a JWT signing secret" in caplog.text
+        assert secret not in caplog.text
+        assert [p.name for p in instance.iterdir() if p.name.startswith(".jwt-secret")] == []
+    finally:
+        db.get_engine(first).dispose()
+        db.get_engine(second).dispose()
+
+
+def test_no_default_secret_is_built_in(tmp_path, database_url):
+    apps = [create_app({"APIKEYS_DATABASE_URL": database_url}, instance_path=str(tmp_path / n)) for n in "ab"]
+    try:
+        assert apps[0].config["APIKEYS_JWT_SECRET"] != apps[1].config["APIKEYS_JWT_SECRET"]
+    finally:
+        for app in apps:
+            db.get_engine(app).dispose()
+
+
+def test_issue_token_needs_an_hmac_algorithm(rs256_app):
+    with pytest.raises(RuntimeError):
+        tokens.issue_token(rs256_app.config, "acme", 60)

@@ -1,0 +1,444 @@
+"""Verification: the helper, the decorator, /verify, the verified-secret cache and the failure counter."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask import g
+
+from apikeys import ApiKeys
+from apikeys import VerificationError
+from apikeys import VerifiedKey
+from apikeys import create_app
+from apikeys import db
+from apikeys import keys
+from apikeys import tokens
+from apikeys import require_api_key
+from apikeys import verify_api_key
+
+
+@pytest.fixture
+def bcrypt_calls(monkeypatch):
+    """Count bcrypt checks (the real ones still run)."""
+    calls = []
+    real = keys.check_secret
+
+    def counting(secret, secret_hash):
+        calls.append(1)
+        return real(secret, secret_hash)
+
+    monkeypatch.setattr(keys, "check_secret", counting)
+    return calls
+
+
+def wrong_secret_for(key: dict) -> str:
+    """A well-formed key with a valid checksum and the right public key, but not the right secret."""
+    return f"{key['publicKey']}.{keys.new_secret(key['environment'])}"
+
+
+def verify(app, full_key, environment=None):
+    with app.app_context():
+        return verify_api_key(full_key, environment)
+
+
+def code_of(app, full_key, environment=None) -> str:
+    with pytest.raises(VerificationError) as raised:
+        verify(app, full_key, environment)
+    return raised.value.code
+
+
+def set_row(app, key_id, **values):
+    with db.get_engine(app).begin() as conn:
+        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key_id).values(**values))
+
+
+def get_row(app, key_id):
+    with db.get_engine(app).connect() as conn:
+        return conn.execute(sa.select(db.api_keys).where(db.api_keys.c.id == key_id)).one()
+
+
+# The helper
+
+
+def test_verify_returns_an_immutable_identity(app, make_key):
+    key = make_key(tenant="acme", name="Backend", environment="test")
+    verified = verify(app, key["fullKey"])
+    assert verified == VerifiedKey(
+        id=key["id"], tenant_id="acme", environment="test", name="Backend", public_key=key["publicKey"]
+    )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verified.tenant_id = "globex"
+
+
+@pytest.mark.parametrize("presented", [None, ""])
+def test_missing_key(app, presented):
+    assert code_of(app, presented) == "MISSING_API_KEY"
+
+
+def test_malformed_unknown_and_wrong_keys_are_invalid(app, make_key, bcrypt_calls):
+    key = make_key()
+    unknown = f"{keys.new_public_key('live')}.{keys.new_secret('live')}"
+    assert code_of(app, "garbage") == "INVALID_API_KEY"
+    assert code_of(app, key["fullKey"][:-1] + ("A" if key["fullKey"][-1] != "A" else "B")) == "INVALID_API_KEY"
+    assert code_of(app, unknown) == "INVALID_API_KEY"
+    assert bcrypt_calls == []  # refused before any hash check
+    assert code_of(app, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert len(bcrypt_calls) == 1
+
+
+def test_disabled_key(app, make_key):
+    key = make_key()
+    set_row(app, key["id"], active=False)
+    assert code_of(app, key["fullKey"]) == "API_KEY_DISABLED"
+
+
+def test_disabled_key_with_a_wrong_secret_is_invalid_not_disabled(app, make_key):
+    key = make_key()
+    set_row(app, key["id"], active=False)
+    assert code_of(app, wrong_secret_for(key)) == "INVALID_API_KEY"
+
+
+def test_wrong_environment(app, make_key):
+    key = make_key(environment="test")
+    assert verify(app, key["fullKey"], "test").environment == "test"
+    assert code_of(app, key["fullKey"], "live") == "WRONG_ENVIRONMENT"
+
+
+def test_wrong_environment_with_a_wrong_secret_is_invalid(app, make_key):
+    key = make_key(environment="test")
+    assert code_of(app, wrong_secret_for(key), "live") == "INVALID_API_KEY"
+
+
+def test_verify_needs_the_extension():
+    with Flask("bare").app_context(), pytest.raises(RuntimeError, match="ApiKeys"):
+        verify_api_key("x")
+
+
+def test_extension_refuses_a_second_init(app):
+    with pytest.raises(RuntimeError, match="once"):
+        ApiKeys(app)
+
+
+# The verified-secret cache
+
+
+def test_second_verification_skips_bcrypt(app, make_key, bcrypt_calls):
+    key = make_key()
+    for _ in range(5):
+        verify(app, key["fullKey"])
+    assert len(bcrypt_calls) == 1
+
+
+def test_cache_holds_no_plain_secret(app, make_key):
+    key = make_key()
+    verify(app, key["fullKey"])
+    cache = app.extensions["apikeys"].cache
+    assert len(cache) == 1
+    for entry_key, digest in cache._entries.items():
+        assert key["secretKey"] not in repr(entry_key)
+        assert key["secretKey"].encode() not in digest
+
+
+def test_a_failure_is_never_cached(app, make_key, bcrypt_calls):
+    key = make_key()
+    wrong = wrong_secret_for(key)
+    for _ in range(3):
+        assert code_of(app, wrong) == "INVALID_API_KEY"
+    assert len(bcrypt_calls) == 3
+    assert len(app.extensions["apikeys"].cache) == 0
+
+
+def test_cache_is_bounded(config, tmp_path, client, auth):
+    config["APIKEYS_CACHE_SIZE"] = 3
+    small = create_app(config, instance_path=str(tmp_path / "small"))
+    try:
+        created = [
+            client.post("/dashboard/api-keys", json={"name": f"k{i}", "environment": "live"}, headers=auth()).json[
+                "data"
+            ]
+            for i in range(5)
+        ]
+        for key in created:
+            verify(small, key["fullKey"])
+        cache = small.extensions["apikeys"].cache
+        assert len(cache) == 3
+        assert [entry[0] for entry in cache._entries] == [k["id"] for k in created[2:]]
+    finally:
+        db.get_engine(small).dispose()
+
+
+def test_cached_key_still_sees_toggle_and_delete(app, client, auth, make_key):
+    key = make_key()
+    verify(app, key["fullKey"])
+    client.post(f"/dashboard/api-keys/{key['id']}/toggle", headers=auth())
+    assert code_of(app, key["fullKey"]) == "API_KEY_DISABLED"
+    client.post(f"/dashboard/api-keys/{key['id']}/toggle", headers=auth())
+    assert verify(app, key["fullKey"]).id == key["id"]
+    client.delete(f"/dashboard/api-keys/{key['id']}", headers=auth())
+    assert code_of(app, key["fullKey"]) == "INVALID_API_KEY"
+
+
+def test_change_made_by_another_instance_is_seen_at_once(app, config, tmp_path, make_key):
+    """Two apps on one database stand for two workers (or hosts): no invalidation message is needed."""
+    other = create_app(config, instance_path=str(tmp_path / "other"))
+    try:
+        key = make_key()
+        verify(app, key["fullKey"])
+        verify(other, key["fullKey"])
+        token = {"Authorization": "Bearer " + tokens.issue_token(other.config, "acme", 60)}
+        regenerated = other.test_client().post(f"/dashboard/api-keys/{key['id']}/regenerate", headers=token).json
+        assert code_of(app, key["fullKey"]) == "INVALID_API_KEY"
+        assert verify(app, regenerated["data"]["fullKey"]).id == key["id"]
+    finally:
+        db.get_engine(other).dispose()
+
+
+# lastUsedAt
+
+
+def test_last_used_at_is_written_at_most_once_per_interval(app, make_key):
+    key = make_key()
+    verify(app, key["fullKey"])
+    first = get_row(app, key["id"]).last_used_at
+    assert first is not None
+    verify(app, key["fullKey"])
+    assert get_row(app, key["id"]).last_used_at == first  # within the interval: no write
+    set_row(app, key["id"], last_used_at=first - timedelta(seconds=61))
+    verify(app, key["fullKey"])
+    assert get_row(app, key["id"]).last_used_at > first
+
+
+def test_failed_verification_does_not_touch_last_used_at(app, make_key):
+    key = make_key()
+    code_of(app, wrong_secret_for(key))
+    assert get_row(app, key["id"]).last_used_at is None
+
+
+# Wrong-secret floods
+
+
+@pytest.fixture
+def strict(config, tmp_path):
+    """An app that locks a key's uncached presentations after 3 failures."""
+    config.update({"APIKEYS_FAILED_ATTEMPTS_LIMIT": 3, "APIKEYS_FAILED_ATTEMPTS_WINDOW": 60})
+    app = create_app(config, instance_path=str(tmp_path / "strict"))
+    yield app
+    db.get_engine(app).dispose()
+
+
+def test_flood_stops_bcrypt_and_answers_too_many(strict, make_key, bcrypt_calls):
+    key = make_key()
+    for _ in range(3):
+        assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert len(bcrypt_calls) == 3
+    for _ in range(20):
+        with pytest.raises(VerificationError) as raised, strict.app_context():
+            verify_api_key(wrong_secret_for(key))
+        assert raised.value.code == "TOO_MANY_FAILED_ATTEMPTS"
+        assert raised.value.status == 401
+        assert 1 <= raised.value.retry_after <= 60
+    assert len(bcrypt_calls) == 3
+
+
+def test_holder_keeps_working_during_a_flood(strict, make_key):
+    key = make_key()
+    verify(strict, key["fullKey"])  # the holder's secret is in the cache
+    for _ in range(10):
+        code_of(strict, wrong_secret_for(key))
+    assert verify(strict, key["fullKey"]).id == key["id"]
+
+
+def test_failures_are_shared_by_every_instance(strict, config, tmp_path, make_key):
+    other = create_app(config, instance_path=str(tmp_path / "other"))
+    try:
+        key = make_key()
+        for _ in range(3):
+            code_of(other, wrong_secret_for(key))
+        assert code_of(strict, wrong_secret_for(key)) == "TOO_MANY_FAILED_ATTEMPTS"
+        # An uncached presentation of the right secret waits too: the lock is per key, not per guess.
+        assert code_of(strict, key["fullKey"]) == "TOO_MANY_FAILED_ATTEMPTS"
+    finally:
+        db.get_engine(other).dispose()
+
+
+def test_lock_ends_with_the_window(strict, make_key):
+    key = make_key()
+    for _ in range(4):
+        code_of(strict, wrong_secret_for(key))
+    set_row(strict, key["id"], failed_window_start=db.utcnow() - timedelta(seconds=61))
+    assert verify(strict, key["fullKey"]).id == key["id"]
+    assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert get_row(strict, key["id"]).failed_attempts == 1  # a new window began
+
+
+def test_regenerate_clears_the_failures(strict, client, auth, make_key):
+    key = make_key()
+    for _ in range(4):
+        code_of(strict, wrong_secret_for(key))
+    new = client.post(f"/dashboard/api-keys/{key['id']}/regenerate", headers=auth()).json["data"]
+    assert verify(strict, new["fullKey"]).id == key["id"]
+
+
+# /verify over HTTP
+
+
+def test_verify_endpoint_answers_identity_and_headers(client, make_key):
+    key = make_key(tenant="acme", name="Backend", environment="live")
+    response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
+    assert response.status_code == 200
+    assert response.json == {
+        "statusCode": 200,
+        "data": {
+            "valid": True,
+            "id": key["id"],
+            "tenantId": "acme",
+            "environment": "live",
+            "name": "Backend",
+            "publicKey": key["publicKey"],
+        },
+    }
+    assert response.headers["X-Api-Key-Id"] == key["id"]
+    assert response.headers["X-Tenant-Id"] == "acme"
+    assert response.headers["X-Api-Key-Environment"] == "live"
+    assert key["secretKey"] not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("method", ["get", "post", "put", "patch", "delete", "options", "head"])
+@pytest.mark.parametrize("path", ["/verify", "/verify/orders/42", "/verify/a/b/c.json"])
+def test_verify_endpoint_takes_any_method_and_sub_path(client, make_key, method, path):
+    key = make_key()
+    good = getattr(client, method)(path, headers={"X-Api-Key": key["fullKey"]})
+    bad = getattr(client, method)(path)
+    assert good.status_code == 200
+    assert good.headers["X-Api-Key-Id"] == key["id"]
+    assert bad.status_code == 401
+    assert bad.headers["WWW-Authenticate"] == 'ApiKey realm="apikeys"'
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "garbage",
+        "pk_live_x.sk_live_y",
+        "Bearer pk_live_abc",
+        "x" * 8192,
+        "pk_live_" + "A" * 8000,
+        "\xff\xfe",
+        "é" * 100,
+        " " * 10,
+        "..........",
+    ],
+)
+def test_verify_endpoint_refuses_malformed_keys_with_401(client, header):
+    response = client.get("/verify", headers={"X-Api-Key": header})
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == 'ApiKey realm="apikeys"'
+    assert response.json["statusCode"] == 401
+    assert response.json["code"] in {"MISSING_API_KEY", "INVALID_API_KEY"}
+
+
+def test_verify_endpoint_disabled_is_403_without_www_authenticate(client, auth, make_key):
+    key = make_key()
+    client.post(f"/dashboard/api-keys/{key['id']}/toggle", headers=auth())
+    response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
+    assert response.status_code == 403
+    assert response.json["code"] == "API_KEY_DISABLED"
+    assert "WWW-Authenticate" not in response.headers
+    assert "X-Tenant-Id" not in response.headers
+
+
+def test_verify_endpoint_environment_parameter(client, make_key):
+    key = make_key(environment="test")
+    assert client.get("/verify?environment=test", headers={"X-Api-Key": key["fullKey"]}).status_code == 200
+    wrong = client.get("/verify?environment=live", headers={"X-Api-Key": key["fullKey"]})
+    assert wrong.status_code == 403
+    assert wrong.json["code"] == "WRONG_ENVIRONMENT"
+    bad = client.get("/verify?environment=prod", headers={"X-Api-Key": key["fullKey"]})
+    assert bad.status_code == 400
+    assert "environment" in bad.json["errors"]
+
+
+def test_verify_endpoint_flood_is_401_with_retry_after(strict, make_key):
+    key = make_key()
+    client = strict.test_client()
+    for _ in range(3):
+        client.get("/verify", headers={"X-Api-Key": wrong_secret_for(key)})
+    response = client.get("/verify", headers={"X-Api-Key": wrong_secret_for(key)})
+    assert response.status_code == 401
+    assert response.json["code"] == "TOO_MANY_FAILED_ATTEMPTS"
+    assert 1 <= int(response.headers["Retry-After"]) <= 60
+    assert response.headers["WWW-Authenticate"] == 'ApiKey realm="apikeys"'
+
+
+# The decorator in another Flask app
+
+
+@pytest.fixture
+def protected(database_url):
+    """A separate Flask service that shares the apikeys database and protects its views."""
+    service = Flask("protected")
+    service.config["APIKEYS_DATABASE_URL"] = database_url
+    ApiKeys(service)
+
+    @service.get("/orders")
+    @require_api_key()
+    def orders():
+        return {"tenant": g.api_key.tenant_id, "key": g.api_key.id}
+
+    @service.get("/live-only")
+    @require_api_key(environment="live")
+    def live_only():
+        return {"ok": True}
+
+    @service.get("/bare")
+    @require_api_key
+    def bare():
+        return {"env": g.api_key.environment}
+
+    yield service
+    db.get_engine(service).dispose()
+
+
+def test_decorator_lets_a_valid_key_through(protected, make_key):
+    key = make_key(tenant="acme", environment="test")
+    client = protected.test_client()
+    response = client.get("/orders", headers={"X-Api-Key": key["fullKey"]})
+    assert response.status_code == 200
+    assert response.json == {"tenant": "acme", "key": key["id"]}
+    assert client.get("/bare", headers={"X-Api-Key": key["fullKey"]}).json == {"env": "test"}
+
+
+def test_decorator_refuses_in_the_envelope(protected, make_key):
+    key = make_key(environment="test")
+    client = protected.test_client()
+    missing = client.get("/orders")
+    assert missing.status_code == 401
+    assert missing.json == {
+        "statusCode": 401,
+        "error": "Unauthorized",
+        "message": "An API key is required in the X-Api-Key header.",
+        "code": "MISSING_API_KEY",
+    }
+    assert missing.headers["WWW-Authenticate"] == 'ApiKey realm="apikeys"'
+    wrong_env = client.get("/live-only", headers={"X-Api-Key": key["fullKey"]})
+    assert wrong_env.status_code == 403
+    assert wrong_env.json["code"] == "WRONG_ENVIRONMENT"
+
+
+def test_extension_with_init_app(database_url, make_key):
+    service = Flask("factory")
+    service.config["APIKEYS_DATABASE_URL"] = database_url
+    extension = ApiKeys()
+    extension.init_app(service)
+    try:
+        key = make_key()
+        with service.app_context():
+            assert verify_api_key(key["fullKey"]).id == key["id"]
+        assert service.extensions["apikeys"] is extension
+    finally:
+        db.get_engine(service).dispose()
