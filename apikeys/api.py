@@ -11,6 +11,7 @@ from flask_smorest import Api
 from flask_smorest import Blueprint
 from flask_smorest import abort
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import PathConverter
 
 from apikeys import db
 from apikeys import errors
@@ -56,13 +57,25 @@ BEARER = [{"bearerAuth": []}]
 API_KEY = [{"apiKey": []}]
 
 
+# OpenAPI links: what a client (or a stateful fuzzer) can do next with a created key.
+CREATED_KEY_LINKS = {
+    name: {"operationId": operation, "parameters": {"key_id": "$response.body#/data/id"}}
+    for name, operation in [
+        ("GetApiKey", "getApiKey"),
+        ("ToggleApiKey", "toggleApiKey"),
+        ("RegenerateApiKey", "regenerateApiKey"),
+        ("DeleteApiKey", "deleteApiKey"),
+    ]
+}
+
+
 def _not_found():
     abort(404, message="API key not found.", code="API_KEY_NOT_FOUND")
 
 
 @blp.route("/dashboard/api-keys")
 class ApiKeys(MethodView):
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="listApiKeys")
     @blp.arguments(PageArgsSchema, location="query")
     @blp.response(200, KeyPageEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
@@ -74,7 +87,7 @@ class ApiKeys(MethodView):
             items = store.list_keys(conn, tenant, args["limit"], (args["page"] - 1) * args["limit"])
         return {"data": {"items": items, "total": total, "page": args["page"], "limit": args["limit"]}}
 
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="createApiKey", responses={201: {"links": CREATED_KEY_LINKS}})
     @blp.arguments(CreateKeySchema)
     @blp.response(201, CreatedKeyEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
@@ -90,7 +103,7 @@ class ApiKeys(MethodView):
 
 @blp.route("/dashboard/api-keys/<string:key_id>")
 class ApiKeyById(MethodView):
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="getApiKey")
     @blp.response(200, KeyEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(404, response="NOT_FOUND")
@@ -103,7 +116,7 @@ class ApiKeyById(MethodView):
             _not_found()
         return {"data": row}
 
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="deleteApiKey")
     @blp.response(200, DeletedSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(404, response="NOT_FOUND")
@@ -119,7 +132,7 @@ class ApiKeyById(MethodView):
 
 @blp.route("/dashboard/api-keys/<string:key_id>/regenerate")
 class ApiKeyRegeneration(MethodView):
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="regenerateApiKey")
     @blp.response(200, RegeneratedKeyEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(404, response="NOT_FOUND")
@@ -136,7 +149,7 @@ class ApiKeyRegeneration(MethodView):
 
 @blp.route("/dashboard/api-keys/<string:key_id>/toggle")
 class ApiKeyToggle(MethodView):
-    @blp.doc(security=BEARER)
+    @blp.doc(security=BEARER, operationId="toggleApiKey")
     @blp.response(200, ToggledKeyEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(404, response="NOT_FOUND")
@@ -150,38 +163,56 @@ class ApiKeyToggle(MethodView):
         return {"data": {"id": key_id, "active": active, "message": TOGGLE_MESSAGES[active]}}
 
 
-VERIFY_METHODS = ("get", "post", "put", "patch", "delete", "options")
+class AnyPathConverter(PathConverter):
+    """Like ``path``, but also empty and with leading or doubled slashes, as a proxy may forward them."""
+
+    regex = ".*?"
+    part_isolating = False  # it spans slashes (werkzeug infers True from a regex without "/")
 
 
+def _verified(environment: str | None):
+    verified = verify_api_key(request.headers.get(API_KEY_HEADER), environment)
+    g.api_key = verified
+    headers = {
+        "X-Api-Key-Id": verified.id,
+        "X-Tenant-Id": verified.tenant_id,
+        "X-Api-Key-Environment": verified.environment,
+    }
+    return {"data": verified}, headers
+
+
+@blp.route("/verify")
 class Verification(MethodView):
-    """Forward authentication: any method, any sub-path, the key in X-Api-Key."""
-
     @blp.doc(security=API_KEY)
     @blp.arguments(VerifyArgsSchema, location="query")
     @blp.response(200, VerifiedKeyEnvelopeSchema)
     @blp.alt_response(401, response="UNAUTHORIZED")
     @blp.alt_response(403, response="FORBIDDEN")
-    def get(self, args, subpath=None):
-        """Verify the API key in X-Api-Key; 200 with its identity, 401 or 403 if refused."""
-        verified = verify_api_key(request.headers.get(API_KEY_HEADER), args.get("environment"))
-        g.api_key = verified
-        headers = {
-            "X-Api-Key-Id": verified.id,
-            "X-Tenant-Id": verified.tenant_id,
-            "X-Api-Key-Environment": verified.environment,
-        }
-        return {"data": verified}, headers
+    def get(self, args):
+        """Verify the API key in X-Api-Key, of any environment or the one asked for; any method."""
+        return _verified(args.get("environment"))
 
     post = put = patch = delete = options = get
 
 
-# One class, two routes: a proxy may forward the original path below /verify.
-blp.route("/verify")(Verification)
-blp.route("/verify/<path:subpath>", endpoint="VerificationSubpath")(Verification)
+# Envoy's ext_authz appends the client's whole request path, query string included,
+# to /verify: here the query belongs to the client, so nothing is read from it.
+@blp.route("/verify/<anypath:subpath>", merge_slashes=False)
+class ProxiedVerification(MethodView):
+    @blp.doc(security=API_KEY)
+    @blp.response(200, VerifiedKeyEnvelopeSchema)
+    @blp.alt_response(401, response="UNAUTHORIZED")
+    @blp.alt_response(403, response="FORBIDDEN")
+    def get(self, subpath):
+        """Verify the API key in X-Api-Key for a proxy that forwards the original path; any method."""
+        return _verified(None)
+
+    post = put = patch = delete = options = get
 
 
 @blp.route("/healthz")
 class Health(MethodView):
+    @blp.doc(operationId="health")
     @blp.response(200, HealthEnvelopeSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self):
@@ -214,5 +245,7 @@ def init_app(app) -> None:
             }
         },
     )
+    app.url_map.converters["anypath"] = AnyPathConverter
     api = ApiKeysApi(app)
+    api.register_converter(AnyPathConverter, lambda converter: {"type": "string"})
     api.register_blueprint(blp)

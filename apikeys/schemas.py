@@ -23,11 +23,26 @@ class Timestamp(fields.DateTime):
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
+# The rule of Name below, for the OpenAPI document: surrounding ASCII white space
+# is trimmed; what is left is not empty and holds no control characters. Spelled
+# with explicit escapes so that every regex dialect (Python, ECMA, Rust) agrees.
+SPACE = " \t\n\r\x0b\x0c"
+_SPACE = "[ \\t\\n\\r\\x0b\\x0c]"
+_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
+NAME_PATTERN = f"^{_SPACE}*[^ {_CONTROL}](?:[^{_CONTROL}]*[^ {_CONTROL}])?{_SPACE}*$"
+MAX_NAME_LENGTH = 100
+
+
 class Name(fields.String):
-    """A display name: trimmed, 1 to 100 characters, no control characters."""
+    """A display name: at most 100 characters, trimmed, not blank, no control characters."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if len(text) > MAX_NAME_LENGTH:
+            raise ma.ValidationError(f"Must be at most {MAX_NAME_LENGTH} characters.")
+        text = text.strip(SPACE)
+        if not text:
+            raise ma.ValidationError("Must not be blank.")
         # Cc: control characters (NUL included); Cs: lone surrogates, which no database can store.
         if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
             raise ma.ValidationError("Must not contain control characters.")
@@ -35,7 +50,16 @@ class Name(fields.String):
 
 
 class CreateKeySchema(ma.Schema):
-    name = Name(required=True, validate=validate.Length(min=1, max=100), metadata={"example": "Production Backend"})
+    name = Name(
+        required=True,
+        metadata={
+            "minLength": 1,
+            "maxLength": MAX_NAME_LENGTH,
+            "pattern": NAME_PATTERN,
+            "description": "Trimmed of surrounding white space.",
+            "example": "Production Backend",
+        },
+    )
     environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS), metadata={"example": "live"})
 
 

@@ -16,8 +16,8 @@ from apikeys import VerifiedKey
 from apikeys import create_app
 from apikeys import db
 from apikeys import keys
-from apikeys import tokens
 from apikeys import require_api_key
+from apikeys import tokens
 from apikeys import verify_api_key
 
 
@@ -442,3 +442,17 @@ def test_extension_with_init_app(database_url, make_key):
         assert service.extensions["apikeys"] is extension
     finally:
         db.get_engine(service).dispose()
+
+
+@pytest.mark.parametrize("path", ["/verify/", "/verify//x", "/verify/a//b/", "/verify/%2F"])
+def test_verify_endpoint_takes_any_path_a_proxy_forwards(client, make_key, path):
+    key = make_key()
+    assert client.get(path, headers={"X-Api-Key": key["fullKey"]}).status_code == 200
+    assert client.get(path).status_code == 401
+
+
+def test_query_below_verify_is_the_clients_and_is_ignored(client, make_key):
+    key = make_key(environment="test")
+    for query in ("environment=live", "environment=staging", "page=0"):
+        response = client.get(f"/verify/orders?{query}", headers={"X-Api-Key": key["fullKey"]})
+        assert response.status_code == 200

@@ -1,0 +1,81 @@
+"""Hostile input: schemathesis, an independent OpenAPI fuzzer, against the live service under gunicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from apikeys.tokens import issue_token
+from tests.servers import Gunicorn
+from tests.test_gunicorn import JWT_CONFIG
+from tests.test_gunicorn import Http
+
+pytestmark = pytest.mark.slow
+
+# A fixed budget per database keeps CI bounded; a fixed seed makes a failure reproducible.
+SECONDS = int(os.environ.get("APIKEYS_FUZZ_SECONDS", "40"))
+SEED = int(os.environ.get("APIKEYS_FUZZ_SEED", "20261128"))
+
+
+def test_schemathesis_finds_nothing(tmp_path, database_url):
+    jwt_secret = secrets.token_urlsafe(64)
+    env = {
+        "APIKEYS_DATABASE_URL": database_url,
+        "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_BCRYPT_ROUNDS": "4",
+        "APIKEYS_INSTANCE_PATH": str(tmp_path / "instance"),
+    }
+    config = {**JWT_CONFIG, "APIKEYS_JWT_SECRET": jwt_secret}
+    with Gunicorn(tmp_path, env, workers=2) as server:
+        # A key of another tenant, so /verify is exercised with a valid key while the
+        # fuzzer's own tenant ("fuzz") can create, toggle and delete as it likes.
+        status, _, created = Http(server.url).request(
+            "POST",
+            "/dashboard/api-keys",
+            {"name": "fuzz verify", "environment": "live"},
+            {"Authorization": f"Bearer {issue_token(config, 'fuzz-verify', 3600)}"},
+        )
+        assert status == 201
+        report = tmp_path / "schemathesis.json"
+        command = [
+            str(Path(sys.executable).parent / "st"),
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            "all",
+            "--phases",
+            "examples,coverage,fuzzing,stateful",
+            "--max-time",
+            str(SECONDS),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "2",
+            "--header",
+            f"Authorization: Bearer {issue_token(config, 'fuzz', 3600)}",
+            "--header",
+            f"X-Api-Key: {created['data']['fullKey']}",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
+            "--no-color",
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS * 4 + 120)
+        # Keep the command line (it holds a token and a key) out of pytest's report.
+        returncode, output = result.returncode, result.stdout + result.stderr
+        del result, command
+        for secret in (jwt_secret, created["data"]["secretKey"]):
+            output = output.replace(secret, "[secret]")
+    summary = [line for line in output.splitlines() if "generated" in line or "passed" in line or "failed" in line]
+    print(f"schemathesis on {database_url.split(':')[0]} (seed {SEED}, {SECONDS} s):", *summary[-3:], sep="\n  ")
+    assert returncode == 0, output[-6000:]
+    assert report.exists()
+    assert json.loads(report.read_text())  # the run wrote its report
+    assert "500 Internal Server Error" not in server.logs()
