@@ -67,7 +67,7 @@ def test_schemathesis_finds_nothing(tmp_path, database_url):
             str(report),
             "--no-color",
         ]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS * 4 + 120)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=SECONDS * 4 + 120, cwd=tmp_path)
         # Keep the command line (it holds a token and a key) out of pytest's report.
         returncode, output = result.returncode, result.stdout + result.stderr
         del result, command
