@@ -13,6 +13,8 @@ from apikeys import create_app
 from apikeys import db
 from apikeys.tokens import issue_token
 
+pytest_plugins = ["tests.logscan"]
+
 POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
@@ -64,7 +66,11 @@ def database_url(request, tmp_path):
 
 @pytest.fixture
 def jwt_secret():
-    return secrets.token_urlsafe(64)
+    from tests import logscan  # registered as a plugin below; imported here so pytest can rewrite it
+
+    secret = secrets.token_urlsafe(64)
+    logscan.signing_secrets.add(secret)
+    return secret
 
 
 @pytest.fixture

@@ -51,6 +51,12 @@ class Gunicorn:
         self.workers = workers
         self.app = app
         self.process: subprocess.Popen | None = None
+        from tests import logscan  # every server's logs are scanned for secrets at the end of the run
+
+        logscan.server_logs.extend([self.error_log, self.access_log, self.stdout_log])
+        for name in ("APIKEYS_JWT_SECRET",):
+            if env.get(name):
+                logscan.signing_secrets.add(env[name])
 
     def start(self, ready_path: str = "/healthz") -> Gunicorn:
         """Start gunicorn and wait until it answers."""
