@@ -83,11 +83,13 @@ def create_engine(app) -> sa.Engine:
     config = app.config
     if url.get_backend_name() == "sqlite":
         database = url.database
-        if database and database != ":memory:" and not os.path.isabs(database):
+        if not database or database == ":memory:":
+            # One in-memory database lives as long as its one connection: share it.
+            return sa.create_engine(url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False})
+        if not os.path.isabs(database):
             # A relative SQLite path lives in the instance folder, as in flask-sqlalchemy-lite.
             url = url.set(database=os.path.join(app.instance_path, database))
-        if url.database and url.database != ":memory:":
-            os.makedirs(os.path.dirname(url.database), exist_ok=True)
+        os.makedirs(os.path.dirname(url.database), exist_ok=True)
         engine = sa.create_engine(
             url, pool_size=config["APIKEYS_DB_POOL_SIZE"], max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"]
         )

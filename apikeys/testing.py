@@ -37,7 +37,7 @@ def throwaway_config(database_url: str) -> dict:
     return {
         "TESTING": True,
         "APIKEYS_DATABASE_URL": database_url,
-        "APIKEYS_JWT_SECRET": secrets.token_urlsafe(32),
+        "APIKEYS_JWT_SECRET": secrets.token_urlsafe(64),  # long enough for HS512 too
         "APIKEYS_BCRYPT_ROUNDS": 4,  # bcrypt's minimum: a key costs about a millisecond
     }
 
@@ -66,9 +66,10 @@ def _quiet_handler():
         """apikeys logs every request itself; werkzeug's errors go to our logger, not a new handler."""
 
         def log_request(self, code="-", size="-") -> None:
-            pass
+            """Log nothing: apikeys.requests already has a line for every request."""
 
         def log(self, type: str, message: str, *args) -> None:  # noqa: A002 (werkzeug's signature)
+            """Log to apikeys.testing, so werkzeug adds no handler of its own."""
             getattr(log, type, log.info)(message.rstrip(), *args)
 
     return QuietRequestHandler
@@ -78,6 +79,7 @@ class ApikeysServer:
     """The apikeys service on 127.0.0.1 and a free port, in a thread, on its own SQLite file."""
 
     def __init__(self, directory: Path):
+        """Prepare a server whose files live in ``directory``; start() runs it."""
         self.directory = Path(directory)
         self.app: Flask | None = None
         self.url = ""
@@ -148,12 +150,15 @@ class ApikeysServer:
             raise RuntimeError(f"apikeys_server refused to create a key: {error.code} {body}") from None
 
     def __enter__(self) -> ApikeysServer:
+        """Start the server."""
         return self.start()
 
     def __exit__(self, *exc_info) -> None:
+        """Shut the server down, whatever happened."""
         self.shutdown()
 
     def __repr__(self) -> str:
+        """Show the URL, never a secret."""
         return f"<ApikeysServer {self.url or 'not started'}>"
 
 

@@ -7,6 +7,7 @@ import pytest
 from apikeys import config
 from apikeys import create_app
 from apikeys import db
+from apikeys.tokens import issue_token
 
 
 def test_environment_values_take_the_type_of_their_default():
@@ -106,3 +107,17 @@ def test_body_limit_is_configurable(config, tmp_path, auth):
 def test_db_init_twice_on_one_app_explains_the_fix(app):
     with pytest.raises(RuntimeError, match="once"):
         db.init_app(app)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_in_memory_sqlite_works(tmp_path, url):
+    app = create_app({"APIKEYS_JWT_SECRET": "t" * 64, "APIKEYS_DATABASE_URL": url}, instance_path=str(tmp_path / "i"))
+    try:
+        db.upgrade(db.get_engine(app))
+        client = app.test_client()
+        token = {"Authorization": "Bearer " + issue_token(app.config, "acme", 60)}
+        created = client.post("/dashboard/api-keys", json={"name": "mem", "environment": "test"}, headers=token)
+        assert created.status_code == 201
+        assert client.get("/verify", headers={"X-Api-Key": created.json["data"]["fullKey"]}).status_code == 200
+    finally:
+        db.get_engine(app).dispose()

@@ -109,6 +109,7 @@ EXAMPLES = parse_reference(reference_text())
 
 
 def json_type(value) -> str:
+    """Return the JSON name of a decoded value's type."""
     return "null" if value is None else JSON_TYPES[type(value)]
 
 
@@ -173,6 +174,7 @@ def test_documented_answer(client, auth, index):
         response = replay(client, auth, example, key_id, example_id)
         if number == index:
             assert response.status_code == example.status
+            assert response.is_json
             # Compare first, assert after: pytest would print the arguments, and the answer holds a secret.
             problems = differences(example.response, response.get_json())
             assert problems == []
@@ -187,15 +189,55 @@ def test_documented_answer(client, auth, index):
 @pytest.fixture
 def url_map(tmp_path):
     """The stand-in's routes; matching a path needs no database."""
-    app = create_app({"TESTING": True, "APIKEYS_DATABASE_URL": "sqlite://"}, instance_path=str(tmp_path))
+    config = {"TESTING": True, "APIKEYS_DATABASE_URL": "sqlite:///unused.sqlite3", "APIKEYS_JWT_SECRET": "unused"}
+    app = create_app(config, instance_path=str(tmp_path))
     yield app.url_map
     db.get_engine(app).dispose()
 
 
-@pytest.mark.parametrize(
-    ("method", "path"), [*summary_routes(reference_text()), *((e.method, e.path) for e in EXAMPLES)]
-)
+DOCUMENTED_ROUTES = list(dict.fromkeys([*summary_routes(reference_text()), *((e.method, e.path) for e in EXAMPLES)]))
+
+
+@pytest.mark.parametrize(("method", "path"), DOCUMENTED_ROUTES, ids=[f"{m} {p}" for m, p in DOCUMENTED_ROUTES])
 def test_documented_paths_are_routes(url_map, method, path):
     endpoint, arguments = url_map.bind("localhost").match(path.replace(":id", "key_0123456789abcdef"), method=method)
     assert endpoint.startswith("api-keys.")
     assert set(arguments) <= {"key_id"}
+
+
+# The comparison itself: each way an answer can drift from an example is caught, and a secret is never shown.
+EXAMPLE = {
+    "statusCode": 201,
+    "data": {"id": "key_abc", "fullKey": "pk_live_a.sk_live_b", "createdAt": "2025-06-01T12:00:00.000Z"},
+}
+GOOD = {
+    "statusCode": 201,
+    "data": {"id": "key_x", "fullKey": "pk_live_x.sk_live_y", "createdAt": "2026-01-02T03:04:05.678Z"},
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"extra": 1}, "fields"),
+        ({"createdAt": "drop"}, "fields"),
+        ({"createdAt": None}, "null answered"),
+        ({"createdAt": 1748779200}, "number answered"),
+        ({"createdAt": "2025-06-01T12:00:00Z"}, "not a timestamp"),
+        ({"fullKey": "pk_test_x.sk_test_y"}, "not shaped like pk_live_"),
+        ({"fullKey": "pk_live_x"}, "not shaped like pk_live_"),
+        ({"id": "k_x"}, "not shaped like key_"),
+    ],
+)
+def test_differences_catch_a_changed_answer(change, problem):
+    answer = {**GOOD, "data": {**GOOD["data"], **change}}
+    answer["data"] = {name: value for name, value in answer["data"].items() if value != "drop"}
+    problems = differences(EXAMPLE, answer)
+    assert len(problems) == 1
+    assert problem in problems[0]
+    assert not any(value in problems[0] for value in change.values() if isinstance(value, str) and value != "drop")
+
+
+def test_differences_accept_generated_values():
+    assert differences(EXAMPLE, GOOD) == []
+    assert differences(EXAMPLE, {**GOOD, "statusCode": 200}) == ["$.statusCode: 201 documented, another value answered"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -196,6 +195,7 @@ def test_server_stops_at_session_end_when_a_test_fails(pytester):
         """,
         test_fails="""
             import json
+            from pathlib import Path
             from urllib.parse import urlsplit
 
             def test_records_the_server(apikeys_server, request):
@@ -204,6 +204,7 @@ def test_server_stops_at_session_end_when_a_test_fails(pytester):
                     "database": apikeys_server.database_url.removeprefix("sqlite:///"),
                 }
                 (request.config.rootpath / "server.json").write_text(json.dumps(server))
+                assert Path(server["database"]).exists()
 
             def test_fails_on_purpose(apikeys_server, apikeys_key):
                 assert apikeys_key["environment"] == "live"
@@ -211,11 +212,9 @@ def test_server_stops_at_session_end_when_a_test_fails(pytester):
     )
     result = pytester.runpytest_subprocess(*ONLY_APIKEYS)
     result.assert_outcomes(passed=1, failed=1)
-    server = json.loads((pytester.path / "server.json").read_text())
+    # Checked inside the finished session, not after it: once the process is gone, its port is closed anyway.
     after = json.loads((pytester.path / "after.json").read_text())
     assert after == {"refused": True, "database_exists": False, "server_threads": []}
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", server["port"]), timeout=2).close()
 
 
 def test_importing_the_plugin_is_cheap():
