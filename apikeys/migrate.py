@@ -6,6 +6,9 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+# Any number unique to apikeys: the PostgreSQL advisory lock its migrations hold.
+MIGRATION_LOCK = 0x61706B6579
+
 
 def alembic_config(connection: sa.Connection) -> Config:
     """Return an Alembic configuration that runs on ``connection``."""
@@ -15,7 +18,19 @@ def alembic_config(connection: sa.Connection) -> Config:
     return config
 
 
+def _lock_for_migration(connection: sa.Connection) -> None:
+    # Several hosts (each gunicorn master) may upgrade one database at the same
+    # moment: the first takes the lock and migrates, the others wait and then
+    # find nothing left to do.
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        # pysqlite would run DDL outside any transaction; take the write lock up front.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (the newest by default)."""
+    """Upgrade the database to ``revision`` (the newest by default), one migrator at a time."""
     with engine.begin() as connection:
+        _lock_for_migration(connection)
         command.upgrade(alembic_config(connection), revision)

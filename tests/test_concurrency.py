@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
-from servers import Gunicorn
 
 from apikeys.db import api_keys
 from apikeys.tokens import issue_token
+from tests.servers import Gunicorn
 
 pytestmark = pytest.mark.slow
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC
 from datetime import datetime
@@ -170,3 +172,53 @@ def test_init_db_runs_from_the_test_runner(runner, engine):
     assert result.exit_code == 0, repr(result.exception)
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
+
+
+# Started by several hosts at once (each gunicorn master upgrades in on_starting), then released together.
+UPGRADE_SCRIPT = """
+import sys
+import sqlalchemy as sa
+from apikeys import db
+from apikeys import migrate
+engine = sa.create_engine(sys.argv[1])
+with engine.connect():  # open the pooled connection now, so the processes race on the migration alone
+    pass
+print("ready", flush=True)
+sys.stdin.readline()
+try:
+    db.upgrade(engine)
+finally:
+    engine.dispose()
+"""
+
+
+def test_concurrent_upgrades_of_an_empty_database(database_url, engine):
+    """Four processes upgrading one empty database at the same moment all succeed, and migrate it once."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", UPGRADE_SCRIPT, database_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout.readline() == "ready\n"
+        for process in processes:
+            process.stdin.write("go\n")
+            process.stdin.flush()
+        outcomes = [process.communicate(timeout=60) for process in processes]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+    errors = [[line for line in stderr.splitlines() if "Error:" in line][-1:] for _, stderr in outcomes]
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], errors
+    with engine.connect() as conn:
+        assert current_revision(conn) == head_revision(conn)
+        assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
