@@ -68,12 +68,6 @@ class PageArgsSchema(ma.Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_LIMIT))
 
 
-class VerifyArgsSchema(ma.Schema):
-    environment = fields.String(
-        validate=validate.OneOf(ENVIRONMENTS), metadata={"description": "Require a key of this environment."}
-    )
-
-
 class KeySchema(ma.Schema):
     id = fields.String(required=True, metadata={"example": "key_3xV9q2LmZ8aB1cD4"})
     name = fields.String(required=True)

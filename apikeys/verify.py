@@ -159,22 +159,21 @@ class ApiKeys:
             raise InvalidApiKey()
         config = app.config
         now = db.utcnow()
-        with db.get_engine(app).connect() as conn:
-            row = store.find_by_public_key(conn, parsed.public_key)
-            if row is None:
-                raise InvalidApiKey()
-            if not self.cache.matches(row.id, row.secret_hash, parsed.secret):
-                self._check_secret(conn, row, parsed.secret, now, config)
-            if not row.active:
-                raise ApiKeyDisabled()
-            if environment is not None and row.environment != environment:
-                raise WrongEnvironment()
-            interval = timedelta(seconds=config["APIKEYS_LAST_USED_INTERVAL"])
-            # Decide from the row we already have, so a hot key costs no write
-            # at all; the statement's own condition settles races between workers.
-            if row.last_used_at is None or row.last_used_at < now - interval:
+        row = self._lookup(app)(parsed.public_key)
+        if row is None:
+            raise InvalidApiKey()
+        if not self.cache.matches(row.id, row.secret_hash, parsed.secret):
+            self._check_secret(app, row, parsed.secret, now)
+        if not row.active:
+            raise ApiKeyDisabled()
+        if environment is not None and row.environment != environment:
+            raise WrongEnvironment()
+        interval = timedelta(seconds=config["APIKEYS_LAST_USED_INTERVAL"])
+        # Decide from the row we already have, so a hot key costs no write at
+        # all; the statement's own condition settles races between workers.
+        if row.last_used_at is None or row.last_used_at < now - interval:
+            with db.get_engine(app).begin() as conn:
                 store.record_use(conn, row.id, now, interval)
-                conn.commit()
         return VerifiedKey(
             id=row.id,
             tenant_id=row.tenant_id,
@@ -183,7 +182,15 @@ class ApiKeys:
             public_key=row.public_key,
         )
 
-    def _check_secret(self, conn, row, secret: str, now, config) -> None:
+    @staticmethod
+    def _lookup(app) -> store.KeyLookup:
+        lookup = app.extensions.get("apikeys.lookup")
+        if lookup is None:
+            lookup = app.extensions["apikeys.lookup"] = store.KeyLookup(db.get_engine(app))
+        return lookup
+
+    def _check_secret(self, app, row, secret: str, now) -> None:
+        config = app.config
         window = timedelta(seconds=config["APIKEYS_FAILED_ATTEMPTS_WINDOW"])
         limit = config["APIKEYS_FAILED_ATTEMPTS_LIMIT"]
         window_open = row.failed_window_start is not None and row.failed_window_start > now - window
@@ -192,8 +199,8 @@ class ApiKeys:
             remaining = (row.failed_window_start + window - now).total_seconds()
             raise TooManyFailedAttempts(retry_after=max(1, math.ceil(remaining)))
         if not keys.check_secret(secret, row.secret_hash):
-            store.record_failure(conn, row.id, now, window)
-            conn.commit()
+            with db.get_engine(app).begin() as conn:
+                store.record_failure(conn, row.id, now, window)
             raise InvalidApiKey()
         self.cache.remember(row.id, row.secret_hash, secret)
 

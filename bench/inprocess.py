@@ -92,7 +92,13 @@ def verify_versus_select(directory: Path, calls: int, profile: bool = False) -> 
             verify = time_calls(lambda: verify_api_key(full_key), calls, warmup=500)
             select = time_calls(select_row, calls, warmup=500)
             if profile:
-                profile_verify(full_key, calls)
+                _print_profile("cached verify_api_key", lambda: verify_api_key(full_key), calls)
+        if profile:
+            client = app.test_client()
+            headers = {"X-Api-Key": full_key}
+            with open(directory / "requests.log", "w") as log, contextlib.redirect_stderr(log):
+                profiler = _profile(lambda: client.get("/verify", headers=headers), calls // 5)
+            _print_stats("GET /verify through the Flask test client", profiler)
     finally:
         engine.dispose()
     return {
@@ -104,18 +110,26 @@ def verify_versus_select(directory: Path, calls: int, profile: bool = False) -> 
     }
 
 
-def profile_verify(full_key: str, calls: int) -> None:
-    """Print where cached verification spends its time (cProfile, top functions) to stderr."""
+def _profile(call, calls: int) -> cProfile.Profile:
     profiler = cProfile.Profile()
     profiler.enable()
     for _ in range(calls):
-        verify_api_key(full_key)
+        call()
     profiler.disable()
+    return profiler
+
+
+def _print_stats(title: str, profiler: cProfile.Profile) -> None:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("cumulative").print_stats(30)
-    stats.sort_stats("tottime").print_stats(20)
-    print(out.getvalue(), file=sys.stderr)
+    stats.sort_stats("cumulative").print_stats(40)
+    stats.sort_stats("tottime").print_stats(25)
+    print(f"===== cProfile: {title} =====\n{out.getvalue()}", file=sys.stderr)
+
+
+def _print_profile(title: str, call, calls: int) -> None:
+    """Print where ``call`` spends its time (cProfile, top functions) to stderr."""
+    _print_stats(title, _profile(call, calls))
 
 
 def _random_ids(count: int) -> list[str]:

@@ -79,7 +79,7 @@ def run_distinct(port: int, path: str, header_sets: list[dict[str, str]], concur
 
 
 def create_keys(port: int, token: str, count: int, concurrency: int = 8) -> list[dict]:
-    """Create ``count`` keys through POST /dashboard/api-keys; return their creation answers."""
+    """Create ``count`` keys through POST /dashboard/api-keys; return id, public_key, secret_key and full_key."""
     created: list[dict] = []
     lock = threading.Lock()
     remaining = iter(range(count))
@@ -99,8 +99,11 @@ def create_keys(port: int, token: str, count: int, concurrency: int = 8) -> list
                 payload = response.read()
                 if response.status != 201:
                     raise RuntimeError(f"creating a key answered {response.status}")
+                data = json.loads(payload)["data"]
+                key = {"id": data["id"], "public_key": data["publicKey"], "secret_key": data["secretKey"]}
+                key["full_key"] = data["fullKey"]
                 with lock:
-                    created.append(json.loads(payload)["data"])
+                    created.append(key)
         finally:
             conn.close()
 
@@ -146,6 +149,7 @@ class FloodResult:
     codes: Counter = field(default_factory=Counter)
     holder: Counter = field(default_factory=Counter)
     holder_max_ms: float = 0.0
+    summary: dict = field(default_factory=dict)
 
 
 def wrong_keys(public_key: str, real_secret: str, count: int) -> list[str]:
@@ -212,4 +216,5 @@ def flood(port: int, victim: dict, attempts: int, concurrency: int, everywhere: 
         done.set()
         holder_thread.join(timeout=REQUEST_TIMEOUT + 5)
     result.codes = Counter((answer.status, answer.code) for answer in answers)
+    result.summary = latency_summary(answers, result.seconds)
     return result

@@ -86,6 +86,20 @@ class Server:
             raise
         return self
 
+    def cpu_seconds(self) -> float:
+        """Return the CPU time (user + system) that master and workers have used so far."""
+        if self.process is None:
+            return 0.0
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended while we looked
+            if int(fields[2]) == self.process.pid:  # its process group: master and workers
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """Stop master and workers: SIGTERM to the group, SIGKILL if it lingers."""
         if self.process is None or self.process.poll() is not None:

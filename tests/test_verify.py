@@ -456,3 +456,12 @@ def test_query_below_verify_is_the_clients_and_is_ignored(client, make_key):
     for query in ("environment=live", "environment=staging", "page=0"):
         response = client.get(f"/verify/orders?{query}", headers={"X-Api-Key": key["fullKey"]})
         assert response.status_code == 200
+
+
+def test_verify_answer_matches_its_documented_schema(client, make_key):
+    from apikeys.schemas import VerifiedKeyEnvelopeSchema
+
+    key = make_key()
+    response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
+    assert VerifiedKeyEnvelopeSchema().validate(response.json) == {}
+    assert list(response.json["data"]) == ["valid", "id", "tenantId", "environment", "name", "publicKey"]
