@@ -151,7 +151,7 @@ class ApiKeys:
 
     def verify(self, full_key: str | None, environment: str | None = None, *, app=None) -> VerifiedKey:
         """Check a presented full key and return who it belongs to; raise VerificationError."""
-        app = app or current_app
+        app = app or current_app._get_current_object()  # one proxy lookup on the hot path
         if not full_key:
             raise MissingApiKey()
         parsed = keys.parse_full_key(full_key)
