@@ -116,19 +116,33 @@ def get_engine(app=None) -> sa.Engine:
         ) from None
 
 
-def upgrade(engine: sa.Engine) -> None:
-    """Bring the database schema to the newest migration."""
-    from apikeys import migrate
+def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    """Bring the database schema to ``revision``, the newest migration by default."""
+    from apikeys import migrate  # Alembic loads only for this
 
-    migrate.upgrade(engine)
+    migrate.upgrade(engine, revision)
 
 
 @click.command("init-db")
 @with_appcontext
 def init_db_command():
-    """Create or upgrade the database schema."""
+    """Create the database schema, or upgrade it to the newest migration."""
     upgrade(get_engine())
     click.echo("Database is up to date.")
+
+
+@click.group("db")
+def db_group():
+    """Database schema migrations (Alembic)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade_command(revision):
+    """Upgrade the schema to REVISION (default: the newest)."""
+    upgrade(get_engine(), revision)
+    click.echo(f"Database is at {revision}.")
 
 
 def init_app(app) -> None:
@@ -138,3 +152,4 @@ def init_app(app) -> None:
     engine = create_engine(app)
     app.extensions["apikeys.db"] = engine
     app.cli.add_command(init_db_command)
+    app.cli.add_command(db_group)

@@ -125,3 +125,14 @@ def test_console_script_and_flask_cli_reach_the_same_commands(tmp_path):
     init = subprocess.run([os.path.join(bin_dir, "apikeys"), "init-db"], env=env, capture_output=True, text=True)
     assert init.returncode == 0, init.stderr
     assert (tmp_path / "apikeys.sqlite3").exists()
+
+
+def test_db_upgrade_reaches_the_newest_migration(app, runner):
+    import sqlalchemy as sa
+
+    from apikeys import db
+
+    result = invoke(runner, "db", "upgrade")
+    assert result.exit_code == 0, result.output
+    with db.get_engine(app).connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0001"
