@@ -85,13 +85,19 @@ def create_engine(app) -> sa.Engine:
         database = url.database
         if not database or database == ":memory:":
             # One in-memory database lives as long as its one connection: share it.
-            return sa.create_engine(url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False})
+            # For tests and experiments: the one connection is shared, so keep to one thread at a time.
+            return sa.create_engine(
+                url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}, hide_parameters=True
+            )
         if not os.path.isabs(database):
             # A relative SQLite path lives in the instance folder, as in flask-sqlalchemy-lite.
             url = url.set(database=os.path.join(app.instance_path, database))
         os.makedirs(os.path.dirname(url.database), exist_ok=True)
         engine = sa.create_engine(
-            url, pool_size=config["APIKEYS_DB_POOL_SIZE"], max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"]
+            url,
+            pool_size=config["APIKEYS_DB_POOL_SIZE"],
+            max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"],
+            hide_parameters=True,  # a logged database error must not carry a secret hash or a tenant's data
         )
         sa.event.listen(engine, "connect", _set_sqlite_pragmas(config["APIKEYS_SQLITE_BUSY_TIMEOUT"]))
         return engine
@@ -102,6 +108,7 @@ def create_engine(app) -> sa.Engine:
         pool_timeout=config["APIKEYS_DB_POOL_TIMEOUT"],
         pool_recycle=config["APIKEYS_DB_POOL_RECYCLE"],
         pool_pre_ping=True,
+        hide_parameters=True,
     )
 
 

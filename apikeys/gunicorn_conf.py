@@ -13,9 +13,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() *
 # An X-Api-Key of up to 8 KiB must reach the app, where it gets a proper 401.
 limit_request_field_size = 16 * 1024
 errorlog = "-"
-# gunicorn's default access line has the query string (%(r)s), where a careless
-# client may put a token; log the path alone (%(U)s).
-access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(f)s" "%(a)s" %(L)ss'
+# gunicorn's default access line has the query string (%(r)s) and the Referer,
+# where a careless client may put a token; log the path alone (%(U)s).
+access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s" %(L)ss'
 
 
 def on_starting(server):

@@ -23,9 +23,10 @@ CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so any CRC32 fits
 
 # Anchored, ASCII-only: what a secret scanner can use, and what we accept.
 FULL_KEY_PATTERN = re.compile(
-    rf"pk_(live|test)_([0-9A-Za-z]{{{ID_LENGTH}}})\.(sk_(live|test)_[0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}})",
+    rf"(pk_(live|test)_[0-9A-Za-z]{{{ID_LENGTH}}})\.(sk_(live|test)_[0-9A-Za-z]{{{SECRET_LENGTH + CHECKSUM_LENGTH}}})",
     re.ASCII,
 )
+KEY_ID_PATTERN = re.compile(rf"key_[0-9A-Za-z]{{{ID_LENGTH}}}", re.ASCII)
 # The longest string that can be a key: anything longer is refused unread.
 MAX_FULL_KEY_LENGTH = len("pk_live_.sk_live_") + ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 
@@ -77,13 +78,12 @@ def parse_full_key(full_key: str) -> ParsedKey | None:
     match = FULL_KEY_PATTERN.fullmatch(full_key)
     if match is None:
         return None
-    environment, _, secret, secret_environment = match.groups()
+    public_key, environment, secret, secret_environment = match.groups()
     if environment != secret_environment:
         return None
     body, check = secret[:-CHECKSUM_LENGTH], secret[-CHECKSUM_LENGTH:]
     if not secrets.compare_digest(checksum(body), check):
         return None
-    public_key = full_key[: full_key.index(".")]
     return ParsedKey(environment=environment, public_key=public_key, secret=secret)
 
 

@@ -17,7 +17,9 @@ _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message and any extra fields."""
+    """One JSON object per line: time (UTC), level, logger, message and any extra fields."""
+
+    converter = time.gmtime
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {

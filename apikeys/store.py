@@ -108,11 +108,17 @@ class KeyLookup:
         return KeyRow(*values)
 
 
-def set_secret_hash(conn: sa.Connection, tenant_id: str, key_id: str, secret_hash: str) -> bool:
-    """Replace a key's secret hash and clear its failures; tell whether the key exists."""
+def get_secret_hash(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | None:
+    """Return a tenant's key's public key, environment and secret hash, or None."""
+    columns = (api_keys.c.public_key, api_keys.c.environment, api_keys.c.secret_hash)
+    return conn.execute(sa.select(*columns).where(_owned(tenant_id, key_id))).one_or_none()
+
+
+def set_secret_hash(conn: sa.Connection, tenant_id: str, key_id: str, secret_hash: str, expected_hash: str) -> bool:
+    """Replace a key's secret hash if it is still ``expected_hash``, and clear its failures; tell whether it did."""
     statement = (
         sa.update(api_keys)
-        .where(_owned(tenant_id, key_id))
+        .where(_owned(tenant_id, key_id), api_keys.c.secret_hash == expected_hash)
         .values(secret_hash=secret_hash, failed_attempts=0, failed_window_start=None)
     )
     return conn.execute(statement).rowcount == 1
@@ -148,13 +154,16 @@ def record_use(conn: sa.Connection, key_id: str, now: datetime, interval: timede
 def record_failure(conn: sa.Connection, key_id: str, now: datetime, window: timedelta) -> None:
     """Count one failed secret check, starting a new window when the last one has ended."""
     expired = sa.or_(api_keys.c.failed_window_start.is_(None), api_keys.c.failed_window_start <= now - window)
+    # Typed as the column, so it is stored as naive UTC like every timestamp (a bare
+    # aware datetime would be sent as timestamptz and shifted to the session's zone).
+    window_start = sa.bindparam("window_start", now, type_=api_keys.c.failed_window_start.type)
     statement = (
         sa.update(api_keys)
         .where(api_keys.c.id == key_id)
         .values(
             # Both right-hand sides read the old row, so one statement is race-free.
             failed_attempts=sa.case((expired, 1), else_=api_keys.c.failed_attempts + 1),
-            failed_window_start=sa.case((expired, now), else_=api_keys.c.failed_window_start),
+            failed_window_start=sa.case((expired, window_start), else_=api_keys.c.failed_window_start),
         )
     )
     conn.execute(statement)

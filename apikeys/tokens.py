@@ -7,6 +7,7 @@ import os
 import secrets
 import tempfile
 import time
+import unicodedata
 
 import jwt
 from flask import current_app
@@ -18,14 +19,14 @@ log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"
 MAX_TENANT_LENGTH = 255
+MIN_SECRET_LENGTH = 32
 
 
 def load_or_create_secret(instance_path: str) -> str:
     """Return the signing secret kept in the instance folder, creating it (mode 0600) on first use."""
     path = os.path.join(instance_path, SECRET_FILE)
     try:
-        with open(path, encoding="ascii") as file:
-            return file.read().strip()
+        return _read_secret(path)
     except FileNotFoundError:
         pass
     os.makedirs(instance_path, exist_ok=True)
@@ -35,21 +36,43 @@ def load_or_create_secret(instance_path: str) -> str:
     try:
         with os.fdopen(descriptor, "w", encoding="ascii") as file:
             file.write(secrets.token_urlsafe(48) + "\n")
+            file.flush()
+            os.fsync(file.fileno())  # never link an empty file into place
         os.link(temporary, path)
         log.warning("Generated a JWT signing secret and stored it in %s (mode 0600).", path)
     except FileExistsError:
         pass
     finally:
         os.unlink(temporary)
+    return _read_secret(path)
+
+
+def _read_secret(path: str) -> str:
+    if os.stat(path).st_mode & 0o077:
+        log.warning("%s can be read by other users; make it mode 0600.", path)
     with open(path, encoding="ascii") as file:
-        return file.read().strip()
+        secret = file.read().strip()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise RuntimeError(f"{path} holds no usable secret (under {MIN_SECRET_LENGTH} characters); delete it.")
+    return secret
 
 
 def init_app(app) -> None:
-    """Make sure the app has a signing secret for HS* algorithms."""
-    wants_secret = any(a.startswith("HS") for a in app.config["APIKEYS_JWT_ALGORITHMS"])
-    if wants_secret and not app.config["APIKEYS_JWT_SECRET"]:
-        app.config["APIKEYS_JWT_SECRET"] = load_or_create_secret(app.instance_path)
+    """Check the JWT settings at start, and make sure HS* algorithms have a signing secret."""
+    config = app.config
+    algorithms = config["APIKEYS_JWT_ALGORITHMS"]
+    known = jwt.algorithms.get_default_algorithms()
+    unusable = [a for a in algorithms if a not in known or a == "none"]
+    if not algorithms or unusable:
+        raise RuntimeError(f"APIKEYS_JWT_ALGORITHMS has no usable algorithm or unknown ones: {unusable or algorithms}")
+    if any(a.startswith("HS") for a in algorithms) and not config["APIKEYS_JWT_SECRET"]:
+        config["APIKEYS_JWT_SECRET"] = load_or_create_secret(app.instance_path)
+    asymmetric = [a for a in algorithms if not a.startswith("HS")]
+    if asymmetric and not config["APIKEYS_JWT_PUBLIC_KEY"]:
+        raise RuntimeError(f"APIKEYS_JWT_PUBLIC_KEY is needed for {', '.join(asymmetric)}.")
+    if asymmetric and not (config["APIKEYS_JWT_AUDIENCE"] or config["APIKEYS_JWT_ISSUER"]):
+        # A public key often belongs to an identity provider that signs tokens for other services too.
+        log.warning("No APIKEYS_JWT_AUDIENCE or APIKEYS_JWT_ISSUER: any token the key signs will be accepted.")
 
 
 def _key_for(algorithm: str, config) -> str | None:
@@ -93,13 +116,22 @@ def current_tenant() -> str:
         _unauthorized("A bearer token is required in the Authorization header.")
     try:
         claims = decode_token(token.strip(), current_app.config)
-    except jwt.InvalidTokenError:
+    except jwt.PyJWTError:  # InvalidKeyError (a key of the wrong type) is not an InvalidTokenError
         _unauthorized("The bearer token is not valid.")
     tenant = claims.get(current_app.config["APIKEYS_JWT_TENANT_CLAIM"])
-    if not isinstance(tenant, str) or not tenant or len(tenant) > MAX_TENANT_LENGTH:
+    if not valid_tenant(tenant):
         _unauthorized("The bearer token names no tenant.")
     g.tenant = tenant
     return tenant
+
+
+def valid_tenant(tenant) -> bool:
+    """Tell whether a tenant name can be stored: a string of 1 to 255 characters, no control characters."""
+    return (
+        isinstance(tenant, str)
+        and 0 < len(tenant) <= MAX_TENANT_LENGTH
+        and not any(unicodedata.category(char) in ("Cc", "Cs") for char in tenant)
+    )
 
 
 def issue_token(config, tenant: str, ttl: int, **claims) -> str:

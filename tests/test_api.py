@@ -328,3 +328,36 @@ def test_healthz_when_the_database_is_gone(tmp_path, jwt_secret):
         db.get_engine(app).dispose()
     assert response.status_code == 503
     assert response.json["code"] == "DATABASE_UNAVAILABLE"
+
+
+@pytest.mark.parametrize("key_id", ["%00", "key_%00", "key_" + "A" * 15 + "%00", "x" * 300, "key_abc", "%F0%9F%94%91"])
+def test_impossible_ids_are_a_404_before_the_database(client, auth, key_id):
+    for method, path in ROUTES:
+        response = getattr(client, method)(path.format(id=key_id), headers=auth())
+        assert response.status_code == 404
+        assert response.json["code"] == "API_KEY_NOT_FOUND"
+
+
+def test_an_unauthenticated_request_for_an_impossible_id_is_a_401(client):
+    assert client.get("/dashboard/api-keys/%00").status_code == 401
+
+
+def test_regenerate_that_loses_a_race_is_a_409_and_changes_nothing(app, client, auth, make_key, monkeypatch):
+    from apikeys import keys as keys_module
+    from apikeys import manage
+
+    key = make_key()
+    real_hash = keys_module.hash_secret
+    winner = {}
+
+    def hash_while_another_request_wins(secret, rounds):
+        if not winner:  # the other request rotates the key between our read and our write
+            winner["started"] = True
+            winner["key"] = manage.regenerate_key(db.get_engine(app), "acme", key["id"], 4)
+        return real_hash(secret, rounds)
+
+    monkeypatch.setattr(keys_module, "hash_secret", hash_while_another_request_wins)
+    response = client.post(f"/dashboard/api-keys/{key['id']}/regenerate", headers=auth())
+    assert response.status_code == 409
+    assert response.json["code"] == "REGENERATED_CONCURRENTLY"
+    assert client.get("/verify", headers={"X-Api-Key": winner["key"]["full_key"]}).status_code == 200

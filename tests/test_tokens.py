@@ -233,3 +233,44 @@ def test_no_default_secret_is_built_in(tmp_path, database_url):
 def test_issue_token_needs_an_hmac_algorithm(rs256_app):
     with pytest.raises(RuntimeError):
         tokens.issue_token(rs256_app.config, "acme", 60)
+
+
+def test_a_token_for_an_allowed_algorithm_with_the_wrong_key_type_is_a_401(config, tmp_path, rsa_keys):
+    config.update({"APIKEYS_JWT_ALGORITHMS": ["RS256", "ES256"], "APIKEYS_JWT_PUBLIC_KEY": rsa_keys[1]})
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    try:
+        token = jwt.encode(claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256")
+        status, body = status_for(app.test_client(), token)
+        assert status == 401
+        assert body["code"] == "INVALID_TOKEN"
+    finally:
+        db.get_engine(app).dispose()
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"APIKEYS_JWT_ALGORITHMS": ["none"]}, "APIKEYS_JWT_ALGORITHMS"),
+        ({"APIKEYS_JWT_ALGORITHMS": ["HS257"]}, "APIKEYS_JWT_ALGORITHMS"),
+        ({"APIKEYS_JWT_ALGORITHMS": []}, "APIKEYS_JWT_ALGORITHMS"),
+        ({"APIKEYS_JWT_ALGORITHMS": ["RS256"]}, "APIKEYS_JWT_PUBLIC_KEY"),
+    ],
+)
+def test_unusable_jwt_settings_stop_the_start(config, tmp_path, settings, message):
+    config.update(settings)
+    with pytest.raises(RuntimeError, match=message):
+        create_app(config, instance_path=str(tmp_path / "i"))
+
+
+@pytest.mark.parametrize("tenant", ["acme\x00", "ac\nme", "\ud800"])
+def test_tenant_with_control_characters_is_refused(client, jwt_secret, tenant):
+    token = jwt.encode(claims(tenant), jwt_secret, algorithm="HS256")
+    assert status_for(client, token)[0] == 401
+
+
+def test_a_short_secret_file_is_refused(tmp_path, database_url):
+    instance = tmp_path / "instance"
+    instance.mkdir()
+    (instance / tokens.SECRET_FILE).write_text("short\n")
+    with pytest.raises(RuntimeError, match="no usable secret"):
+        create_app({"APIKEYS_DATABASE_URL": database_url}, instance_path=str(instance))

@@ -465,3 +465,35 @@ def test_verify_answer_matches_its_documented_schema(client, make_key):
     response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
     assert VerifiedKeyEnvelopeSchema().validate(response.json) == {}
     assert list(response.json["data"]) == ["valid", "id", "tenantId", "environment", "name", "publicKey"]
+
+
+def test_failure_window_is_stored_in_utc_whatever_the_session_time_zone(postgres_url):
+    """On PostgreSQL, a timestamp bound without its column's type would be shifted to the session's zone."""
+    from apikeys import store
+
+    url = sa.make_url(postgres_url).update_query_dict({"options": "-c timezone=Asia/Tokyo"})
+    engine = sa.create_engine(url)
+    try:
+        now = db.utcnow().replace(microsecond=0)
+        with engine.begin() as conn:
+            conn.execute(
+                db.api_keys.insert().values(
+                    id="key_timezone000000"[:20],
+                    tenant_id="tz",
+                    name="tz",
+                    environment="live",
+                    public_key="pk_live_timezone00000000"[:24],
+                    secret_hash="x",
+                    active=True,
+                    created_at=now,
+                    failed_attempts=0,
+                )
+            )
+            store.record_failure(conn, "key_timezone000000"[:20], now, timedelta(seconds=60))
+            stored = conn.execute(
+                sa.select(db.api_keys.c.failed_window_start).where(db.api_keys.c.tenant_id == "tz")
+            ).scalar_one()
+            conn.execute(db.api_keys.delete().where(db.api_keys.c.tenant_id == "tz"))
+        assert stored == now
+    finally:
+        engine.dispose()

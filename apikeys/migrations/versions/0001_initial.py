@@ -10,8 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import apikeys.db
-
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -28,10 +26,10 @@ def upgrade() -> None:
         sa.Column("public_key", sa.String(64), nullable=False),
         sa.Column("secret_hash", sa.String(64), nullable=False),
         sa.Column("active", sa.Boolean, nullable=False),
-        sa.Column("created_at", apikeys.db.UTCDateTime, nullable=False),
-        sa.Column("last_used_at", apikeys.db.UTCDateTime, nullable=True),
+        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("last_used_at", sa.DateTime, nullable=True),
         sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
-        sa.Column("failed_window_start", apikeys.db.UTCDateTime, nullable=True),
+        sa.Column("failed_window_start", sa.DateTime, nullable=True),
         sa.CheckConstraint("environment IN ('live', 'test')", name="ck_api_keys_environment"),
         sa.UniqueConstraint("public_key", name="uq_api_keys_public_key"),
     )
