@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import uuid
 
 import pytest
 import sqlalchemy as sa
@@ -12,39 +10,21 @@ import sqlalchemy as sa
 from apikeys import create_app
 from apikeys import db
 from apikeys.tokens import issue_token
+from tests.servers import postgres_database
 
 pytest_plugins = ["tests.logscan"]
 
-POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
 BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL database of this run's own, migrated, dropped at the end."""
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"apikeys_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        message = (
-            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
-            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
-        )
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
-    url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    engine = sa.create_engine(url)
-    db.upgrade(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database("apikeys_test") as url:
+        engine = sa.create_engine(url)
+        db.upgrade(engine)
+        engine.dispose()
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.client
+import json
 import os
 import signal
 import socket
@@ -9,10 +12,96 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
+from apikeys.tokens import issue_token
+
 ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str):
+    """Yield the URL of a new, empty PostgreSQL database, dropped afterwards.
+
+    Without a reachable server the calling test is skipped with one line saying how
+    to enable it, or fails when APIKEYS_REQUIRE_POSTGRES=1 (as in CI).
+    """
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as error:
+        admin.dispose()
+        message = (
+            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
+            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
+        )
+        if REQUIRE_POSTGRES:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def service_env(database_url: str, jwt_secret: str, instance: Path | str, **settings: str) -> dict[str, str]:
+    """The environment of an apikeys test server: its database, JWT secret and instance folder, bcrypt rounds 4."""
+    return {
+        "APIKEYS_DATABASE_URL": database_url,
+        "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_BCRYPT_ROUNDS": "4",
+        "APIKEYS_INSTANCE_PATH": str(instance),
+        **settings,
+    }
+
+
+def token_for(jwt_secret: str, tenant: str, ttl: int = 600) -> str:
+    """Sign a dashboard token as a server started with ``service_env`` expects it."""
+    config = {
+        "APIKEYS_JWT_ALGORITHMS": ["HS256"],
+        "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
+        "APIKEYS_JWT_AUDIENCE": "",
+        "APIKEYS_JWT_ISSUER": "",
+    }
+    return issue_token(config, tenant, ttl)
+
+
+def call(
+    base: str, method: str, path: str, *, token: str | None = None, api_key: str | None = None, body=None
+) -> tuple[int, dict | None]:
+    """Send one request on a connection of its own and return (status, JSON body)."""
+    url = urllib.parse.urlsplit(base)
+    headers = {"Connection": "close"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if api_key is not None:
+        headers["X-Api-Key"] = api_key
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    try:
+        conn.request(method, path, body=data, headers=headers)
+        response = conn.getresponse()
+        payload = response.read()
+        status = response.status
+    finally:
+        conn.close()
+    return status, (json.loads(payload) if payload else None)
 
 
 def free_port() -> int:

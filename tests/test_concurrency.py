@@ -7,11 +7,8 @@ the one that happened to make it.
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 import time
-import urllib.parse
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
@@ -19,8 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys.db import api_keys
-from apikeys.tokens import issue_token
 from tests.servers import Gunicorn
+from tests.servers import call
+from tests.servers import token_for
 
 pytestmark = pytest.mark.slow
 
@@ -30,43 +28,6 @@ TENANT = "acme"
 # The pid of the worker that answered, the path and the status: what these tests read from the access log.
 ACCESS_LOG_FORMAT = "pid=%(p)s %(m)s %(U)s %(s)s"
 ACCESS_LINE = re.compile(r"^pid=<(\d+)> (\S+) (\S+) (\d{3})$", re.MULTILINE)
-
-
-def token_for(secret: str, tenant: str = TENANT) -> str:
-    """Sign a dashboard token as the service expects it."""
-    config = {
-        "APIKEYS_JWT_ALGORITHMS": ["HS256"],
-        "APIKEYS_JWT_SECRET": secret,
-        "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
-        "APIKEYS_JWT_AUDIENCE": "",
-        "APIKEYS_JWT_ISSUER": "",
-    }
-    return issue_token(config, tenant, 600)
-
-
-def call(
-    base: str, method: str, path: str, *, token: str | None = None, api_key: str | None = None, body=None
-) -> tuple[int, dict | None]:
-    """Send one request on a connection of its own and return (status, JSON body)."""
-    url = urllib.parse.urlsplit(base)
-    headers = {"Connection": "close"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if api_key is not None:
-        headers["X-Api-Key"] = api_key
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        payload = response.read()
-        status = response.status
-    finally:
-        conn.close()
-    return status, (json.loads(payload) if payload else None)
 
 
 def backend(database_url: str) -> str:
@@ -105,7 +66,7 @@ def assert_clean_logs(server: Gunicorn) -> None:
 
 @pytest.fixture
 def jwt(jwt_secret):
-    return token_for(jwt_secret)
+    return token_for(jwt_secret, TENANT)
 
 
 @pytest.fixture

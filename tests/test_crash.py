@@ -3,71 +3,25 @@
 from __future__ import annotations
 
 import http.client
-import json
 import sqlite3
 import threading
 import time
-import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
 from apikeys.db import api_keys
-from apikeys.tokens import issue_token
 from tests.servers import Gunicorn
+from tests.servers import call
+from tests.servers import service_env
+from tests.servers import token_for
 
 pytestmark = pytest.mark.slow
 
 WORKERS = 4
 WRITERS = 8
 LOAD_SECONDS = 1.5
-
-
-def token_for(secret: str, tenant: str) -> str:
-    """Sign a dashboard token as the service expects it."""
-    config = {
-        "APIKEYS_JWT_ALGORITHMS": ["HS256"],
-        "APIKEYS_JWT_SECRET": secret,
-        "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
-        "APIKEYS_JWT_AUDIENCE": "",
-        "APIKEYS_JWT_ISSUER": "",
-    }
-    return issue_token(config, tenant, 600)
-
-
-def call(
-    base: str, method: str, path: str, *, token: str | None = None, api_key: str | None = None, body=None
-) -> tuple[int, dict | None]:
-    """Send one request on a connection of its own and return (status, JSON body)."""
-    url = urllib.parse.urlsplit(base)
-    headers = {"Connection": "close"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    if api_key is not None:
-        headers["X-Api-Key"] = api_key
-    data = None
-    if body is not None:
-        data = json.dumps(body).encode()
-        headers["Content-Type"] = "application/json"
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
-    try:
-        conn.request(method, path, body=data, headers=headers)
-        response = conn.getresponse()
-        payload = response.read()
-        status = response.status
-    finally:
-        conn.close()
-    return status, (json.loads(payload) if payload else None)
-
-
-def server_env(database_url: str, jwt_secret: str, instance: str) -> dict[str, str]:
-    return {
-        "APIKEYS_DATABASE_URL": database_url,
-        "APIKEYS_JWT_SECRET": jwt_secret,
-        "APIKEYS_BCRYPT_ROUNDS": "4",
-        "APIKEYS_INSTANCE_PATH": instance,
-    }
 
 
 def count_rows(database_url: str) -> int:
@@ -81,7 +35,7 @@ def count_rows(database_url: str) -> int:
 
 def test_acknowledged_creates_survive_kill_9(database_url, jwt_secret, tmp_path):
     """Every key whose 201 reached the client is there, and verifies, after kill -9 and a restart."""
-    env = server_env(database_url, jwt_secret, str(tmp_path / "instance"))
+    env = service_env(database_url, jwt_secret, str(tmp_path / "instance"))
     token = token_for(jwt_secret, "crash")
     acknowledged: dict[str, str] = {}  # key id -> full key
     lock = threading.Lock()

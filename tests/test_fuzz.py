@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from apikeys.tokens import issue_token
 from tests.servers import Gunicorn
-from tests.test_gunicorn import JWT_CONFIG
+from tests.servers import service_env
+from tests.servers import token_for
 from tests.test_gunicorn import Http
 
 pytestmark = pytest.mark.slow
@@ -25,13 +25,7 @@ SEED = int(os.environ.get("APIKEYS_FUZZ_SEED", "20261128"))
 
 def test_schemathesis_finds_nothing(tmp_path, database_url):
     jwt_secret = secrets.token_urlsafe(64)
-    env = {
-        "APIKEYS_DATABASE_URL": database_url,
-        "APIKEYS_JWT_SECRET": jwt_secret,
-        "APIKEYS_BCRYPT_ROUNDS": "4",
-        "APIKEYS_INSTANCE_PATH": str(tmp_path / "instance"),
-    }
-    config = {**JWT_CONFIG, "APIKEYS_JWT_SECRET": jwt_secret}
+    env = service_env(database_url, jwt_secret, tmp_path / "instance")
     with Gunicorn(tmp_path, env, workers=2) as server:
         # A key of another tenant, so /verify is exercised with a valid key while the
         # fuzzer's own tenant ("fuzz") can create, toggle and delete as it likes.
@@ -39,7 +33,7 @@ def test_schemathesis_finds_nothing(tmp_path, database_url):
             "POST",
             "/dashboard/api-keys",
             {"name": "fuzz verify", "environment": "live"},
-            {"Authorization": f"Bearer {issue_token(config, 'fuzz-verify', 3600)}"},
+            {"Authorization": f"Bearer {token_for(jwt_secret, 'fuzz-verify', 3600)}"},
         )
         assert status == 201
         report = tmp_path / "schemathesis.json"
@@ -58,7 +52,7 @@ def test_schemathesis_finds_nothing(tmp_path, database_url):
             "--workers",
             "2",
             "--header",
-            f"Authorization: Bearer {issue_token(config, 'fuzz', 3600)}",
+            f"Authorization: Bearer {token_for(jwt_secret, 'fuzz', 3600)}",
             "--header",
             f"X-Api-Key: {created['data']['fullKey']}",
             "--report",

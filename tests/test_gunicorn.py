@@ -11,17 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import db
-from apikeys.tokens import issue_token
 from tests.servers import Gunicorn
+from tests.servers import service_env
+from tests.servers import token_for
 
 pytestmark = pytest.mark.slow
-
-JWT_CONFIG = {
-    "APIKEYS_JWT_ALGORITHMS": ["HS256"],
-    "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
-    "APIKEYS_JWT_AUDIENCE": "",
-    "APIKEYS_JWT_ISSUER": "",
-}
 
 
 class Http:
@@ -48,13 +42,7 @@ class Http:
 @pytest.fixture(params=["text", "json"])
 def server(request, tmp_path, database_url):
     jwt_secret = secrets.token_urlsafe(64)
-    env = {
-        "APIKEYS_DATABASE_URL": database_url,
-        "APIKEYS_JWT_SECRET": jwt_secret,
-        "APIKEYS_BCRYPT_ROUNDS": "4",
-        "APIKEYS_INSTANCE_PATH": str(tmp_path / "instance"),
-        "APIKEYS_LOG_FORMAT": request.param,
-    }
+    env = service_env(database_url, jwt_secret, tmp_path / "instance", APIKEYS_LOG_FORMAT=request.param)
     with Gunicorn(tmp_path, env, workers=2) as running:
         running.jwt_secret = jwt_secret
         running.log_format = request.param
@@ -63,7 +51,7 @@ def server(request, tmp_path, database_url):
 
 def test_whole_flow_over_http_leaves_no_secret_in_any_log(server, database_url):
     client = Http(server.url)
-    token = issue_token({**JWT_CONFIG, "APIKEYS_JWT_SECRET": server.jwt_secret}, "acme", 600)
+    token = token_for(server.jwt_secret, "acme")
     bearer = {"Authorization": f"Bearer {token}"}
     issued = [token, server.jwt_secret]
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import uuid
 from datetime import UTC
 from datetime import datetime
 
@@ -21,10 +19,7 @@ from apikeys import keys
 from apikeys import migrate
 from apikeys import store
 from apikeys.verify import verify_api_key
-
-# The same server and rule as conftest's postgres_url: skip when it is not there, unless it is required.
-POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
+from tests.servers import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -33,26 +28,8 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
         return
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    name = f"apikeys_migrations_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        message = (
-            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
-            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
-        )
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
-    try:
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with postgres_database("apikeys_migrations") as url:
+        yield url
 
 
 @pytest.fixture
