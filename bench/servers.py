@@ -12,12 +12,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import wait_for  # noqa: E402 (the tests' own readiness check)
+
 START_TIMEOUT = 60.0
 
 
@@ -26,22 +27,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(url: str, process: subprocess.Popen, timeout: float = START_TIMEOUT) -> None:
-    """Wait until ``url`` answers at all (any status), or raise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode} before answering {url}")
-        try:
-            urllib.request.urlopen(url, timeout=2).close()  # noqa: S310 (always http://127.0.0.1)
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
 class Server:
@@ -80,7 +65,7 @@ class Server:
                 command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
         try:
-            wait_for(self.url + self.ready_path, self.process)
+            wait_for(self.url + self.ready_path, timeout=START_TIMEOUT, process=self.process)
         except BaseException:
             self.stop()
             raise

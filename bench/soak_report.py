@@ -13,23 +13,12 @@ from importlib import metadata
 from pathlib import Path
 
 import sqlalchemy as sa
+from report import cpu_model  # one description of the machine for both reports
 from soak_client import WEIGHTS
 from soak_client import percentile
 
 BEGIN = "<!-- soak:begin (written by bench/soak.py --write; edit outside these markers) -->"
 END = "<!-- soak:end -->"
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or what platform knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def load_average() -> tuple[float, float, float] | None:
