@@ -26,6 +26,7 @@ DEFAULTS: dict[str, object] = {
     "APIKEYS_DB_MAX_OVERFLOW": 10,
     "APIKEYS_DB_POOL_TIMEOUT": 30,
     "APIKEYS_DB_POOL_RECYCLE": 1800,
+    "APIKEYS_DB_POOL_PRE_PING": 1,  # PostgreSQL: test each connection before use (one round trip)
     "APIKEYS_LOG_LEVEL": "INFO",
     "APIKEYS_LOG_FORMAT": "text",  # or "json"
 }

@@ -107,7 +107,7 @@ def create_engine(app) -> sa.Engine:
         max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"],
         pool_timeout=config["APIKEYS_DB_POOL_TIMEOUT"],
         pool_recycle=config["APIKEYS_DB_POOL_RECYCLE"],
-        pool_pre_ping=True,
+        pool_pre_ping=bool(config["APIKEYS_DB_POOL_PRE_PING"]),
         hide_parameters=True,
     )
 

@@ -81,6 +81,9 @@ class KeyLookup:
         self.engine = engine
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
+        # PostgreSQL drivers would wrap the one SELECT in BEGIN ... ROLLBACK: two more
+        # round trips than the query itself. (pysqlite begins no transaction for a SELECT.)
+        self.autocommit = dialect.name == "postgresql"
         self.processors = [
             (index, processor)
             for index, column in enumerate(api_keys.c)
@@ -92,12 +95,16 @@ class KeyLookup:
         parameters = (public_key,) if self.positional else {"public_key": public_key}
         connection = self.engine.raw_connection()  # back to the pool, rolled back, on close
         try:
+            if self.autocommit:
+                connection.driver_connection.autocommit = True
             cursor = connection.cursor()
             try:
                 cursor.execute(self.sql, parameters)
                 values = cursor.fetchone()
             finally:
                 cursor.close()
+                if self.autocommit:
+                    connection.driver_connection.autocommit = False
         finally:
             connection.close()
         if values is None:

@@ -497,3 +497,29 @@ def test_failure_window_is_stored_in_utc_whatever_the_session_time_zone(postgres
         assert stored == now
     finally:
         engine.dispose()
+
+
+def test_verification_survives_postgresql_dropping_its_connections(postgres_url, tmp_path, jwt_secret):
+    """The lookup runs on a raw pooled connection: the pool's pre-ping must still replace dead ones."""
+    app = create_app(
+        {"APIKEYS_DATABASE_URL": postgres_url, "APIKEYS_JWT_SECRET": jwt_secret, "APIKEYS_BCRYPT_ROUNDS": 4},
+        instance_path=str(tmp_path / "instance"),
+    )
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        headers = {"Authorization": "Bearer " + tokens.issue_token(app.config, "pg-restart", 60)}
+        client = app.test_client()
+        key = client.post("/dashboard/api-keys", json={"name": "k", "environment": "live"}, headers=headers).json
+        assert verify(app, key["data"]["fullKey"]).tenant_id == "pg-restart"
+        with admin.connect() as conn:  # what a server restart or failover does to the pool's connections
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        assert verify(app, key["data"]["fullKey"]).tenant_id == "pg-restart"
+        assert client.get("/dashboard/api-keys", headers=headers).status_code == 200
+    finally:
+        admin.dispose()
+        db.get_engine(app).dispose()
