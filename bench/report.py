@@ -49,14 +49,16 @@ def load_average() -> str:
         return "unknown"
 
 
+def version(name: str) -> str:
+    """Return an installed package's version, or "not installed"."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine() -> dict[str, str]:
     """Describe the machine and the software a run measures."""
-
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
 
     return {
         "Date (UTC)": datetime.now(UTC).strftime("%Y-%m-%d %H:%M"),

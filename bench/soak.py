@@ -42,6 +42,8 @@ from apikeys.tokens import issue_token
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.servers import Gunicorn
+from tests.servers import PostgresUnreachable
+from tests.servers import new_postgres_database
 
 POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 JWT_CONFIG = {
@@ -108,27 +110,17 @@ def sqlite_database():
 @contextlib.contextmanager
 def postgres_database(base_url: str):
     """A fresh, migrated PostgreSQL database of this run's own, dropped afterwards (WITH (FORCE))."""
-    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    name = f"apikeys_soak_{secrets.token_hex(6)}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as error:
-        admin.dispose()
-        where = sa.make_url(base_url).render_as_string(hide_password=True)
-        raise Unreachable(f"PostgreSQL is not reachable at {where} ({type(error.orig).__name__})") from None
-    try:
-        url = sa.make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(new_postgres_database(base_url, "apikeys_soak"))
+        except PostgresUnreachable as error:
+            raise Unreachable(str(error)) from None
         engine = sa.create_engine(url)
         try:
             db.upgrade(engine)
         finally:
             engine.dispose()
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @dataclass

@@ -9,11 +9,11 @@ import sqlite3
 import sys
 from datetime import UTC
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 
 import sqlalchemy as sa
 from report import cpu_model  # one description of the machine for both reports
+from report import version
 from soak_client import WEIGHTS
 from soak_client import percentile
 
@@ -30,12 +30,6 @@ def load_average() -> tuple[float, float, float] | None:
 
 def machine() -> dict:
     """Describe the machine and the software the soak runs on, before it starts."""
-
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "not installed"
 
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

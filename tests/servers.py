@@ -27,33 +27,46 @@ POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg:/
 REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
 
 
-@contextlib.contextmanager
-def postgres_database(prefix: str):
-    """Yield the URL of a new, empty PostgreSQL database, dropped afterwards.
+class PostgresUnreachable(RuntimeError):
+    """No PostgreSQL server answers at the URL given."""
 
-    Without a reachable server the calling test is skipped with one line saying how
-    to enable it, or fails when APIKEYS_REQUIRE_POSTGRES=1 (as in CI).
-    """
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+
+@contextlib.contextmanager
+def new_postgres_database(base_url: str, prefix: str):
+    """Yield the URL of a new, empty PostgreSQL database on ``base_url``'s server, dropped (WITH FORCE) afterwards."""
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     try:
         with admin.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     except sa.exc.OperationalError as error:
         admin.dispose()
-        message = (
-            f"PostgreSQL is not reachable at {POSTGRES_URL} ({type(error.orig).__name__}); "
-            "start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
-        )
-        if REQUIRE_POSTGRES:
-            pytest.fail(message)
-        pytest.skip(message)
+        where = sa.make_url(base_url).render_as_string(hide_password=True)
+        raise PostgresUnreachable(f"PostgreSQL is not reachable at {where} ({type(error.orig).__name__})") from None
     try:
-        yield sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+        yield sa.make_url(base_url).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@contextlib.contextmanager
+def postgres_database(prefix: str):
+    """Yield the URL of a new, empty PostgreSQL database for a test, dropped afterwards.
+
+    Without a reachable server the calling test is skipped with one line saying how
+    to enable it, or fails when APIKEYS_REQUIRE_POSTGRES=1 (as in CI).
+    """
+    with contextlib.ExitStack() as stack:
+        try:
+            url = stack.enter_context(new_postgres_database(POSTGRES_URL, prefix))
+        except PostgresUnreachable as error:
+            message = f"{error}; start it or set APIKEYS_TEST_POSTGRES_URL to run the PostgreSQL cases"
+            if REQUIRE_POSTGRES:
+                pytest.fail(message)
+            pytest.skip(message)
+        yield url
 
 
 def service_env(database_url: str, jwt_secret: str, instance: Path | str, **settings: str) -> dict[str, str]:
