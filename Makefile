@@ -1,4 +1,5 @@
 # Every target bootstraps .venv itself: a fresh clone needs nothing but python3.
+# `make run` installs only what serving needs; tests and benchmarks add their extras.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,29 +8,34 @@ PORT ?= 8000
 
 .PHONY: run test lint bench soak openapi clean
 
-$(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-run: $(BIN)/.installed
-	HOST=$(HOST) PORT=$(PORT) APIKEYS_DEV=1 $(if $(SEED),APIKEYS_SEED=$(abspath $(SEED))) \
-		$(BIN)/gunicorn -c gunicorn.conf.py app:app
+$(BIN)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(BIN)/.installed $@
 
-test: $(BIN)/.installed lint
+run: $(BIN)/.installed
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/apikeys serve --dev $(if $(SEED),--seed $(abspath $(SEED)))
+
+test: $(BIN)/.installed-test lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-lint: $(BIN)/.installed
+lint: $(BIN)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 # Benchmarks and the soak print tables; they are measurements, not tests.
-bench: $(BIN)/.installed
-	$(BIN)/python bench/run.py $(BENCH_ARGS)
+bench: $(BIN)/.installed-test
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
-soak: $(BIN)/.installed
-	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+soak: $(BIN)/.installed-test
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 openapi: $(BIN)/.installed
 	$(BIN)/flask --app app openapi write --format=json schemas/openapi.json
