@@ -36,6 +36,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     from apikeys import api
     from apikeys import cli
     from apikeys import config
+    from apikeys import console
     from apikeys import logs
     from apikeys import tokens
     from apikeys.verify import ApiKeys
@@ -48,6 +49,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     tokens.init_app(app)
     ApiKeys(app)
     api.init_app(app)
+    console.init_app(app)
     cli.init_app(app)
     return app
 
