@@ -59,8 +59,17 @@
 
   function timeCell(iso, empty) {
     if (!iso) return document.createTextNode(empty);
+    return el("time", { datetime: iso, title: iso }, shortTime(iso));
+  }
+
+  function shortTime(iso) {
+    // 2026-12-31 13:00 in the browser's zone: compact and unambiguous; the title has the exact UTC time.
     const date = new Date(iso);
-    return el("time", { datetime: iso, title: iso }, date.toLocaleString());
+    const pad = (n) => String(n).padStart(2, "0");
+    return (
+      date.getFullYear() + "-" + pad(date.getMonth() + 1) + "-" + pad(date.getDate()) +
+      " " + pad(date.getHours()) + ":" + pad(date.getMinutes())
+    );
   }
 
   // ---------- the token ----------
@@ -238,7 +247,7 @@
     const tenant = typeof claims[tenantClaim] === "string" ? claims[tenantClaim] : "?";
     $("who").textContent = "Tenant " + tenant;
     if (typeof claims.exp === "number") {
-      $("who").title = "Token valid until " + new Date(claims.exp * 1000).toLocaleString();
+      $("who").title = "Token valid until " + shortTime(new Date(claims.exp * 1000).toISOString());
     }
     if (view === "keys") {
       document.title = "API keys · apikeys console";
@@ -353,7 +362,7 @@
     const grace = $("secret-grace");
     if (previousSecretExpiresAt) {
       setMessage(grace, "The previous secret keeps working until " +
-        new Date(previousSecretExpiresAt).toLocaleString() + ".");
+        shortTime(previousSecretExpiresAt) + " (your local time).");
     } else {
       setMessage(grace, "");
     }

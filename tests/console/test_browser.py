@@ -1,0 +1,486 @@
+"""The console in a real Chromium, driven by Playwright, against the service under gunicorn.
+
+Debian's /usr/bin/chromium is used as it is (never `playwright install`). Without it the
+module is skipped with a line saying so, except under CI, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from apikeys.tokens import issue_token
+from tests.servers import Gunicorn
+from tests.servers import call
+from tests.servers import service_env
+from tests.servers import token_for
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+TIMEOUT_MS = 10_000
+
+
+def _playwright_or_skip():
+    problem = None
+    if not os.path.exists(CHROMIUM):
+        problem = f"{CHROMIUM} is missing: install Debian's chromium package to run the console's browser tests"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        problem = problem or "Playwright is not installed: run make .venv/bin/.installed-test"
+        sync_playwright = None
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)
+    return sync_playwright
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_playwright = _playwright_or_skip()
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The service under gunicorn on a SQLite file, with its logs kept for the secret check."""
+    directory = tmp_path_factory.mktemp("console")
+    jwt_secret = secrets.token_urlsafe(64)
+    env = service_env(
+        f"sqlite:///{directory / 'apikeys.sqlite3'}",
+        jwt_secret,
+        directory / "instance",
+        HOME=str(directory),  # a gunicorn control socket of its own
+    )
+    with Gunicorn(directory, env, workers=1) as running:
+        running.jwt_secret = jwt_secret
+        yield running
+
+
+class Session:
+    """One browser context on the console, recording every request it sends."""
+
+    def __init__(self, browser, server, **options):
+        self.server = server
+        options = {"timezone_id": "UTC", "locale": "en-GB", "viewport": {"width": 1280, "height": 900}, **options}
+        self.context = browser.new_context(base_url=server.url, **options)
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.requests: list[str] = []
+        self.context.on("request", self._record)
+        self.page = self.context.new_page()
+        self.console_errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.console_errors.append(str(e)))
+
+    def _record(self, request) -> None:
+        self.requests.append(f"{request.method} {request.url} {json.dumps(request.headers)} {request.post_data or ''}")
+
+    def storage(self) -> str:
+        """Everything the browser keeps for the console: both storages and the cookies."""
+        stored = self.page.evaluate("() => JSON.stringify([{...localStorage}, {...sessionStorage}])")
+        return stored + json.dumps(self.context.cookies())
+
+    def page_text(self) -> str:
+        """The page's text and the values of its fields, where a secret could linger."""
+        return self.page.evaluate(
+            """() => document.documentElement.textContent + [...document.querySelectorAll('input, textarea')]
+                .map((field) => field.value).join('\\n')"""
+        )
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def session(browser, server):
+    opened = Session(browser, server)
+    yield opened
+    opened.close()
+
+
+def verify(server, full_key: str) -> tuple[int, dict]:
+    """Call /verify as an application would, with urllib."""
+    request = urllib.request.Request(server.url + "/verify", headers={"X-Api-Key": full_key})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.load(error)
+
+
+def row(page, name: str):
+    return page.locator("#keys-body tr", has=page.locator(".key-name", has_text=re.compile(f"^{re.escape(name)}$")))
+
+
+def read_secret_once(session: Session, name: str) -> str:
+    """Read the full key from the dialog that shows it, close the dialog, and check it is gone."""
+    page = session.page
+    dialog = page.get_by_role("dialog", name="Copy your new API key")
+    dialog.wait_for()
+    assert "only time this key is shown" in dialog.inner_text()
+    assert name in page.locator("#secret-name").inner_text()
+    full_key = page.locator("#secret-value").input_value()
+    assert re.fullmatch(r"pk_(live|test)_\w+\.sk_(live|test)_\w+", full_key)
+    page.get_by_role("button", name="I have copied it").click()
+    dialog.wait_for(state="hidden")
+    assert full_key not in session.page_text()  # shown once: closed, it is nowhere on the page
+    return full_key
+
+
+def sign_in(session: Session, token: str) -> None:
+    page = session.page
+    page.goto("/console")
+    page.get_by_label("Bearer token (JWT)").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="API keys").wait_for()
+
+
+def create_key(session: Session, name: str, *, environment="test", expires="", scopes="", meta="", screenshot=None):
+    page = session.page
+    page.get_by_role("button", name="New key").click()
+    dialog = page.get_by_role("dialog", name="New API key")
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Environment").select_option(environment)
+    if expires:
+        dialog.get_by_label("Expires (optional, your local time)").fill(expires)
+    dialog.get_by_label("Scopes (optional)").fill(scopes)
+    dialog.get_by_label("Metadata (optional)").fill(meta)
+    for path in screenshot or []:
+        page.screenshot(path=path)
+    dialog.get_by_role("button", name="Create key").click()
+    # Either the key is shown, or the dialog says why not: fail with the API's words, not a timeout.
+    page.locator("#secret-dialog[open], #create-error:not([hidden])").first.wait_for()
+    assert page.locator("#create-error").is_hidden(), page.locator("#create-error").inner_text()
+    return read_secret_once(session, name)
+
+
+def test_sign_in_create_verify_regenerate_toggle_delete_sign_out(session, server, tmp_path):
+    page = session.page
+    context = session.context
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    token = token_for(server.jwt_secret, "acme")
+    shown: list[str] = []
+
+    # Sign in with a pasted token.
+    sign_in(session, token)
+    page.get_by_text("No keys yet").wait_for()
+    assert page.locator("#who").inner_text() == "Tenant acme"
+    assert token in session.storage()  # sessionStorage, the only place it is kept
+    assert context.cookies() == []
+
+    # Create two keys, the second in a screenshot of the dialog; each secret is read once.
+    shown.append(create_key(session, "Staging worker", environment="test"))
+    row(page, "Staging worker").wait_for()
+    create_png = tmp_path / "console-create.png"
+    billing = create_key(session, "Billing <backend>", environment="live", screenshot=[create_png])
+    shown.append(billing)
+    assert billing.startswith("pk_live_")
+
+    # The list: newest first, every column; a name shows as typed, as text, not markup.
+    billing_row = row(page, "Billing <backend>")
+    billing_row.wait_for()
+    assert page.locator("#keys-body .key-name").all_inner_texts() == ["Billing <backend>", "Staging worker"]
+    cells = billing_row.locator("td").all_inner_texts()
+    assert cells[1] == "live"
+    assert cells[2] == billing.split(".")[0]  # the public key
+    assert cells[3] == "Active"
+    assert re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d", cells[4])  # created, in the browser's zone
+    assert cells[5] == "never"  # last used
+    assert cells[6] == "never"  # expiry
+    assert cells[7] == "none"  # scopes
+    assert page.locator("#keys-page").inner_text() == "Page 1 of 1 (2 in all)"
+    keys_png = tmp_path / "console-keys.png"
+    page.screenshot(path=keys_png, full_page=True)
+
+    # The key works where an application presents it, and the list then shows it used.
+    status, answer = verify(server, billing)
+    assert status == 200, answer
+    assert answer["data"]["name"] == "Billing <backend>"
+    page.reload()
+    billing_row.wait_for()
+    assert billing_row.locator("td").nth(5).inner_text() != "never"
+
+    # Regenerate (no grace period): the copy button puts the new key on the clipboard.
+    billing_row.get_by_role("button", name="Regenerate Billing <backend>").click()
+    regenerate = page.get_by_role("dialog", name="Regenerate “Billing <backend>”?")
+    assert regenerate.get_by_label("The old secret").input_value() == ""  # stops working now
+    regenerate.get_by_role("button", name="Regenerate").click()
+    page.get_by_role("dialog", name="Copy your new API key").wait_for()
+    page.get_by_role("button", name="Copy key").click()
+    page.get_by_text("Copied to the clipboard.").wait_for()
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    page.evaluate("() => navigator.clipboard.writeText('')")
+    rotated = read_secret_once(session, "Billing <backend>")
+    shown.append(rotated)
+    assert copied == rotated
+    assert rotated != billing and rotated.split(".")[0] == billing.split(".")[0]
+    assert verify(server, billing)[0] == 401  # the old secret is refused at once
+    assert verify(server, rotated)[0] == 200
+
+    # Disable, then enable.
+    billing_row.get_by_role("button", name="Disable Billing <backend>").click()
+    billing_row.get_by_text("Disabled", exact=True).wait_for()
+    assert page.locator("#status").inner_text() == "Disabled “Billing <backend>”."
+    assert verify(server, rotated)[0] == 403
+    billing_row.get_by_role("button", name="Enable Billing <backend>").click()
+    billing_row.get_by_text("Active", exact=True).wait_for()
+    assert verify(server, rotated)[0] == 200
+
+    # Delete, after a confirmation that names the key; Cancel first, which keeps it.
+    billing_row.get_by_role("button", name="Delete Billing <backend>").click()
+    confirm = page.get_by_role("dialog", name="Delete “Billing <backend>”?")
+    assert "cannot be undone" in confirm.inner_text()
+    confirm.get_by_role("button", name="Cancel").click()
+    confirm.wait_for(state="hidden")
+    assert verify(server, rotated)[0] == 200
+    billing_row.get_by_role("button", name="Delete Billing <backend>").click()
+    confirm.get_by_role("button", name="Delete key").click()
+    billing_row.wait_for(state="detached")
+    assert page.locator("#keys-body .key-name").all_inner_texts() == ["Staging worker"]
+    assert verify(server, rotated)[0] == 401
+
+    # No secret in the browser's storage or cookies, nor in any request the console sent.
+    stored = session.storage()
+    sent = "\n".join(session.requests)
+    for key in shown:
+        secret = key.split(".")[1]
+        assert secret not in stored
+        assert secret not in sent
+
+    # Sign out: the token is gone, and a reload stays on the sign-in page.
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    assert token not in session.storage()
+    page.reload()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    assert not page.get_by_role("button", name="Sign out").is_visible()
+    assert session.console_errors == []
+
+    # Nothing secret reached the server's logs: not the key secrets, not the token.
+    logs = server.logs()
+    assert "/dashboard/api-keys" in logs  # the request log has a line per request
+    for key in shown:
+        assert key.split(".")[1] not in logs
+    assert token not in logs
+
+    # Screenshots in the test's output; the README's copies in docs/ only when asked, so that a
+    # test run never changes the checkout (APIKEYS_CONSOLE_SCREENSHOTS=1, then commit them).
+    assert keys_png.stat().st_size > 10_000 and create_png.stat().st_size > 10_000
+    if os.environ.get("APIKEYS_CONSOLE_SCREENSHOTS") == "1":
+        shutil.copyfile(keys_png, DOCS / "console-keys.png")
+        shutil.copyfile(create_png, DOCS / "console-create.png")
+
+
+def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server):
+    page = session.page
+    token = issue_token(
+        {
+            "APIKEYS_JWT_ALGORITHMS": ["HS256"],
+            "APIKEYS_JWT_SECRET": server.jwt_secret,
+            "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
+            "APIKEYS_JWT_AUDIENCE": "",
+            "APIKEYS_JWT_ISSUER": "",
+        },
+        "policy",
+        600,
+        sub="alice@example.com",  # the audit log's actor
+    )
+    shown: list[str] = []
+    sign_in(session, token)
+
+    # Create with an expiry, scopes and metadata; the API gets them as the contract says.
+    key = create_key(
+        session,
+        "Orders API",
+        environment="live",
+        expires="2099-12-31T12:00",
+        scopes="orders:read invoices:*",
+        meta='{"team": "billing", "owner": "<b>ops</b>"}',
+    )
+    shown.append(key)
+    orders_row = row(page, "Orders API")
+    orders_row.wait_for()
+    cells = orders_row.locator("td").all_inner_texts()
+    assert cells[6] == "2099-12-31 12:00"  # in the browser's zone, UTC here
+    assert cells[7].split() == ["orders:read", "invoices:*"]
+    status, answer = verify(server, key)
+    assert status == 200, answer
+    assert answer["data"]["scopes"] == ["orders:read", "invoices:*"]
+    assert answer["data"]["meta"] == {"team": "billing", "owner": "<b>ops</b>"}
+    assert answer["data"]["expiresAt"] == "2099-12-31T12:00:00.000Z"
+
+    # Regenerate with a grace period: the previous secret keeps working, and the dialog says until when.
+    orders_row.get_by_role("button", name="Regenerate Orders API").click()
+    regenerate = page.get_by_role("dialog", name="Regenerate “Orders API”?")
+    regenerate.get_by_label("The old secret").select_option("3600")
+    regenerate.get_by_role("button", name="Regenerate").click()
+    page.get_by_text("The previous secret keeps working until").wait_for()
+    graced = read_secret_once(session, "Orders API")
+    shown.append(graced)
+    assert verify(server, graced)[0] == 200
+    assert verify(server, key)[0] == 200
+
+    # Edit the name, scopes, metadata and expiry (cleared).
+    orders_row.get_by_role("button", name="Edit Orders API").click()
+    edit = page.get_by_role("dialog", name="Edit “Orders API”")
+    assert edit.get_by_label("Scopes").input_value() == "orders:read invoices:*"
+    assert json.loads(edit.get_by_label("Metadata").input_value()) == {"team": "billing", "owner": "<b>ops</b>"}
+    assert edit.get_by_label("Expires (your local time)").input_value() == "2099-12-31T12:00"
+    edit.get_by_label("Name").fill("Orders API v2")
+    edit.get_by_label("Scopes").fill("orders:*")
+    edit.get_by_label("Metadata").fill('{"team": "payments"}')
+    edit.get_by_label("Expires (your local time)").fill("")
+    edit.get_by_role("button", name="Save changes").click()
+    edit.wait_for(state="hidden")
+    edited_row = row(page, "Orders API v2")
+    edited_row.wait_for()
+    cells = edited_row.locator("td").all_inner_texts()
+    assert cells[6] == "never" and cells[7] == "orders:*"
+    answer = verify(server, graced)[1]
+    assert answer["data"]["name"] == "Orders API v2" and answer["data"]["scopes"] == ["orders:*"]
+    assert answer["data"]["meta"] == {"team": "payments"} and answer["data"]["expiresAt"] is None
+
+    # Invalid input is refused in the dialog with the API's message, and the dialog stays open.
+    edited_row.get_by_role("button", name="Edit Orders API v2").click()
+    edit = page.get_by_role("dialog", name="Edit “Orders API v2”")
+    edit.get_by_label("Scopes").fill("has-a-bang!")
+    edit.get_by_role("button", name="Save changes").click()
+    edit.get_by_role("alert").wait_for()
+    assert "scopes" in edit.get_by_role("alert").inner_text()
+    edit.get_by_label("Metadata").fill("[1, 2]")
+    edit.get_by_role("button", name="Save changes").click()
+    assert edit.get_by_role("alert").inner_text() == 'Metadata must be a JSON object, like {"team": "billing"}.'
+    edit.get_by_role("button", name="Cancel").click()
+
+    # Disable, enable, delete: then the audit log shows every change, newest first, by the token's subject.
+    edited_row.get_by_role("button", name="Disable Orders API v2").click()
+    edited_row.get_by_text("Disabled", exact=True).wait_for()
+    edited_row.get_by_role("button", name="Enable Orders API v2").click()
+    edited_row.get_by_text("Active", exact=True).wait_for()
+    edited_row.get_by_role("button", name="Delete Orders API v2").click()
+    page.get_by_role("dialog", name="Delete “Orders API v2”?").get_by_role("button", name="Delete key").click()
+    edited_row.wait_for(state="detached")
+
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_role("heading", name="Audit log").wait_for()
+    page.locator("#audit-body tr").first.wait_for()
+    assert page.locator("#audit-body td[data-label=Action]").all_inner_texts() == [
+        "key.deleted",
+        "key.enabled",
+        "key.disabled",
+        "key.updated",
+        "key.regenerated",
+        "key.created",
+    ]
+    assert set(page.locator("#audit-body td[data-label=Actor]").all_inner_texts()) == {"alice@example.com"}
+    assert page.locator("#audit-page").inner_text() == "Page 1 of 1 (6 in all)"
+    page_text = session.page_text()
+    stored = session.storage()
+    for shown_key in shown:
+        assert shown_key.split(".")[1] not in page_text + stored
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_role("heading", name="API keys").wait_for()
+    assert session.console_errors == []
+
+
+def test_an_expired_token_returns_to_the_sign_in_page_with_the_servers_message(session, server):
+    page = session.page
+    expired = token_for(server.jwt_secret, "acme", ttl=-60)
+    status, refused = call(server.url, "GET", "/dashboard/api-keys", token=expired)
+    assert status == 401
+
+    page.goto(f"/console#token={expired}")
+    page.get_by_role("heading", name="Sign in").wait_for()
+    message = page.locator("#signin-error")
+    message.wait_for()
+    assert refused["message"] in message.inner_text()
+    assert "expired" in message.inner_text()
+    assert "token=" not in page.url
+    assert expired not in session.storage()
+
+    # A pasted token that is not a JWT at all is refused the same way.
+    page.get_by_label("Bearer token (JWT)").fill("not-a-token")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("heading", name="Sign in").wait_for()
+    assert "The server refused the token" in message.inner_text()
+    assert "not-a-token" not in session.storage()
+
+
+def test_the_dev_link_signs_in_and_leaves_no_token_in_the_address_bar(session, server):
+    page = session.page
+    token = token_for(server.jwt_secret, "dev")
+    page.goto(f"/console#token={token}")
+    page.get_by_role("heading", name="API keys").wait_for()
+    assert page.url == server.url + "/console#keys"
+    page.go_back()  # the entry was replaced, not pushed: Back cannot bring the token back
+    assert page.url == "about:blank"
+    page.go_forward()
+    page.get_by_role("heading", name="API keys").wait_for()
+    assert page.url == server.url + "/console#keys"
+    assert token in session.storage()
+    # The fragment never left the browser: no request the console made carries the token in its URL.
+    assert not [line for line in session.requests if token in line.split(" ")[1]]
+
+
+def test_keyboard_and_phone_width(browser, server):
+    session = Session(browser, server, viewport={"width": 360, "height": 740}, has_touch=True)
+    try:
+        page = session.page
+        token = token_for(server.jwt_secret, "phone")
+        for name in ("Phone key with a rather long name to wrap", "Second"):
+            status, _ = call(
+                server.url, "POST", "/dashboard/api-keys", token=token, body={"name": name, "environment": "live"}
+            )
+            assert status == 201
+        page.goto(f"/console#token={token}")
+        row(page, "Second").wait_for()
+        # Readable at 360 px: nothing wider than the screen, so no sideways scrolling.
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+        assert page.locator("#keys-table thead").bounding_box()["height"] <= 1  # rows are cards with labels
+
+        # Keyboard only: open the dialog, type, submit with Enter, close with Escape.
+        page.get_by_role("button", name="New key").focus()
+        assert page.evaluate("() => getComputedStyle(document.activeElement).outlineStyle") == "solid"
+        page.keyboard.press("Enter")
+        dialog = page.get_by_role("dialog", name="New API key")
+        dialog.wait_for()
+        assert page.evaluate("() => document.activeElement.id") == "create-name"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+        page.keyboard.type("Typed key")
+        page.keyboard.press("Enter")
+        secret_dialog = page.get_by_role("dialog", name="Copy your new API key")
+        secret_dialog.wait_for()
+        full_key = page.locator("#secret-value").input_value()
+        assert page.evaluate("() => document.activeElement.id") == "secret-value"
+        page.keyboard.press("Escape")
+        secret_dialog.wait_for(state="hidden")
+        assert full_key.split(".")[1] not in session.page_text()
+        row(page, "Typed key").wait_for()
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+        assert session.console_errors == []
+    finally:
+        session.close()
