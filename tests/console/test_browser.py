@@ -446,7 +446,7 @@ def test_the_dev_link_signs_in_and_leaves_no_token_in_the_address_bar(session, s
     assert not [line for line in session.requests if token in line.split(" ")[1]]
 
 
-def test_keyboard_and_phone_width(browser, server):
+def test_keyboard_and_phone_width(browser, server, tmp_path):
     session = Session(browser, server, viewport={"width": 360, "height": 740}, has_touch=True)
     try:
         page = session.page
@@ -461,6 +461,12 @@ def test_keyboard_and_phone_width(browser, server):
         # Readable at 360 px: nothing wider than the screen, so no sideways scrolling.
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
         assert page.locator("#keys-table thead").bounding_box()["height"] <= 1  # rows are cards with labels
+        page.screenshot(path=tmp_path / "console-phone.png", full_page=True)
+        overflowing = page.evaluate(
+            """() => [...document.querySelectorAll('#keys-body td')]
+                .filter((cell) => cell.scrollWidth > cell.clientWidth).map((cell) => cell.dataset.label)"""
+        )
+        assert overflowing == []  # every value fits its card (long public keys wrap)
 
         # Keyboard only: open the dialog, type, submit with Enter, close with Escape.
         page.get_by_role("button", name="New key").focus()
