@@ -6,11 +6,13 @@ module is skipped with a line saying so, except under CI, where that is a failur
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import secrets
 import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -407,27 +409,56 @@ def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server)
     assert session.console_errors == []
 
 
-def test_an_expired_token_returns_to_the_sign_in_page_with_the_servers_message(session, server):
+def test_a_refused_or_expired_token_returns_to_the_sign_in_page_with_the_servers_message(session, server):
     page = session.page
-    expired = token_for(server.jwt_secret, "acme", ttl=-60)
-    status, refused = call(server.url, "GET", "/dashboard/api-keys", token=expired)
-    assert status == 401
-
-    page.goto(f"/console#token={expired}")
-    page.get_by_role("heading", name="Sign in").wait_for()
     message = page.locator("#signin-error")
-    message.wait_for()
-    assert refused["message"] in message.inner_text()
-    assert "expired" in message.inner_text()
-    assert "token=" not in page.url
-    assert expired not in session.storage()
 
-    # A pasted token that is not a JWT at all is refused the same way.
+    # A pasted token that is not a JWT at all.
+    _, refused = call(server.url, "GET", "/dashboard/api-keys", token="not-a-token")
+    sign_in_page = page.get_by_role("heading", name="Sign in")
+    page.goto("/console")
     page.get_by_label("Bearer token (JWT)").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("heading", name="Sign in").wait_for()
-    assert "The server refused the token" in message.inner_text()
+    message.wait_for()
+    assert sign_in_page.is_visible()
+    assert message.inner_text() == f"The server refused the token: {refused['message']} Sign in again."
     assert "not-a-token" not in session.storage()
+
+    # A token that expires while the console is open: the next action returns to the sign-in page.
+    short = token_for(server.jwt_secret, "acme", ttl=2)
+    sign_in(session, short)
+    assert message.is_hidden()
+    time.sleep(max(0.0, jwt_expiry(short) - time.time() + 1.1))
+    status, refused_late = call(server.url, "GET", "/dashboard/api-keys", token=short)
+    assert status == 401
+    page.get_by_role("button", name="New key").click()
+    page.get_by_role("dialog", name="New API key").get_by_label("Name").fill("Too late")
+    page.get_by_role("button", name="Create key").click()
+    message.wait_for()
+    assert sign_in_page.is_visible()
+    assert not page.locator("dialog[open]").count()
+    assert refused_late["message"] in message.inner_text()
+    assert short not in session.storage()
+
+    # The dev link with an expired token: the same, and the token leaves the address bar.
+    expired = token_for(server.jwt_secret, "acme", ttl=-60)
+    _, refused = call(server.url, "GET", "/dashboard/api-keys", token=expired)
+    page.goto(f"/console#token={expired}")
+    message.wait_for()
+    assert sign_in_page.is_visible()
+    assert refused["message"] in message.inner_text()
+    assert "token=" not in page.url
+    assert expired not in session.storage()
+    assert session.console_errors == [] or all("401" in error for error in session.console_errors)
+
+    # The API says what is wrong, and the console passes it on.
+    assert "expired" in message.inner_text()
+
+
+def jwt_expiry(token: str) -> int:
+    """Read a token's exp claim (no check: the test made the token)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
 
 
 def test_the_dev_link_signs_in_and_leaves_no_token_in_the_address_bar(session, server):
