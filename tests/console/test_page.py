@@ -35,7 +35,10 @@ def test_page_is_served_with_strict_headers(client, path):
     assert not response.headers.get("Set-Cookie")
 
 
-@pytest.mark.parametrize(("name", "mimetype"), [("console.js", "text/javascript"), ("console.css", "text/css")])
+@pytest.mark.parametrize(
+    ("name", "mimetype"),
+    [(path.name, "text/css" if path.suffix == ".css" else "text/javascript") for path in sorted(STATIC.iterdir())],
+)
 def test_static_files_are_served_with_the_same_headers(client, name, mimetype):
     response = client.get(f"/console/static/{name}")
     assert response.status_code == 200
@@ -47,7 +50,7 @@ def test_static_files_are_served_with_the_same_headers(client, name, mimetype):
 
 def test_page_links_only_its_own_files(client):
     html = client.get("/console").get_data(as_text=True)
-    assert re.findall(r'<script src="([^"]+)"', html) == ["/console/static/console.js"]
+    assert re.findall(r"<script[^>]*>", html) == ['<script type="module" src="/console/static/console.js">']
     assert re.findall(r'<link rel="stylesheet" href="([^"]+)"', html) == ["/console/static/console.css"]
     assert "http://" not in html and "https://" not in html  # nothing from a CDN: works offline
 
@@ -68,13 +71,16 @@ def test_template_has_no_inline_script_or_style():
     assert not re.search(r"\son[a-z]+=", html)
 
 
-def test_script_builds_the_dom_without_html_strings():
-    script = (STATIC / "console.js").read_text()
+@pytest.mark.parametrize("name", [path.name for path in sorted(STATIC.glob("*.js"))])
+def test_scripts_build_the_dom_without_html_strings(name):
+    script = (STATIC / name).read_text()
     code = re.sub(r"^\s*//.*$", "", script, flags=re.MULTILINE)  # comments may name what is avoided
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert unsafe not in code
     for storage in ("localStorage", "document.cookie"):
         assert storage not in code
+    # Imports stay on this origin: relative paths only.
+    assert all(re.fullmatch(r"\./[a-z]+\.js", target) for target in re.findall(r'from "([^"]+)"', code))
 
 
 def test_console_is_not_in_the_openapi_document(client):
