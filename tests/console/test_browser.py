@@ -521,3 +521,33 @@ def test_keyboard_and_phone_width(browser, server, tmp_path):
         assert session.console_errors == []
     finally:
         session.close()
+
+
+def test_pages_of_keys(session, server):
+    page = session.page
+    token = token_for(server.jwt_secret, "many")
+    for number in range(21):
+        status, _ = call(
+            server.url,
+            "POST",
+            "/dashboard/api-keys",
+            token=token,
+            body={"name": f"Key {number}", "environment": "test"},
+        )
+        assert status == 201
+    sign_in(session, token)
+    row(page, "Key 20").wait_for()
+    names = page.locator("#keys-body .key-name")
+    assert names.count() == 20 and names.first.inner_text() == "Key 20"  # newest first
+    assert page.locator("#keys-page").inner_text() == "Page 1 of 2 (21 in all)"
+    assert page.get_by_role("button", name="Previous").is_disabled()
+    page.get_by_role("button", name="Next").click()
+    row(page, "Key 0").wait_for()
+    assert names.all_inner_texts() == ["Key 0"]
+    assert page.get_by_role("button", name="Next").is_disabled()
+
+    # Deleting the only key of the last page goes back a page.
+    row(page, "Key 0").get_by_role("button", name="Delete Key 0").click()
+    page.get_by_role("dialog", name="Delete “Key 0”?").get_by_role("button", name="Delete key").click()
+    page.get_by_text("Page 1 of 1 (20 in all)").wait_for()
+    assert names.count() == 20
