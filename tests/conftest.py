@@ -15,6 +15,7 @@ from tests.servers import postgres_database
 pytest_plugins = ["tests.logscan"]
 
 BACKENDS = ["sqlite", "postgresql"]
+VERIFIER_KEY = secrets.token_urlsafe(32)
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,8 @@ def database_url(request, tmp_path):
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(db.api_keys.delete())
+        for table in (db.api_keys, db.audit_log, db.settings):
+            conn.execute(table.delete())
     engine.dispose()
     return url
 
@@ -61,6 +63,7 @@ def config(database_url, jwt_secret):
         "APIKEYS_DATABASE_URL": database_url,
         "APIKEYS_JWT_SECRET": jwt_secret,
         "APIKEYS_BCRYPT_ROUNDS": 4,
+        "APIKEYS_VERIFIER_KEY": VERIFIER_KEY,
     }
 
 

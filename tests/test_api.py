@@ -12,6 +12,9 @@ from apikeys import db
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
+POLICY = ["expiresAt", "scopes", "meta"]  # the key policy's fields, after every reference field
+
+
 def rows(app):
     with db.get_engine(app).connect() as conn:
         return conn.execute(sa.select(db.api_keys)).all()
@@ -26,7 +29,10 @@ def test_create_answers_the_documented_shape(client, auth):
     assert list(body) == ["statusCode", "data"]
     assert body["statusCode"] == 201
     data = body["data"]
-    assert list(data) == ["id", "name", "environment", "publicKey", "secretKey", "fullKey", "createdAt", "active"]
+    # The reference's fields in its order, then the key policy's additive ones.
+    assert (
+        list(data) == ["id", "name", "environment", "publicKey", "secretKey", "fullKey", "createdAt", "active"] + POLICY
+    )
     assert data["name"] == "Production Backend"
     assert data["environment"] == "live"
     assert data["active"] is True
@@ -62,7 +68,7 @@ def test_list_answers_the_documented_shape(client, auth, make_key):
     assert list(data) == ["items", "total", "page", "limit"]
     assert (data["total"], data["page"], data["limit"]) == (1, 1, 20)
     (item,) = data["items"]
-    assert list(item) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"]
+    assert list(item) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"] + POLICY
     assert item["id"] == key["id"]
     assert item["lastUsedAt"] is None
     assert "secretKey" not in response.get_data(as_text=True)
@@ -129,7 +135,7 @@ def test_get_answers_the_documented_shape(client, auth, make_key):
     response = client.get(f"/dashboard/api-keys/{key['id']}", headers=auth())
     assert response.status_code == 200
     data = response.json["data"]
-    assert list(data) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"]
+    assert list(data) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"] + POLICY
     assert data["publicKey"] == key["publicKey"]
     assert data["createdAt"] == key["createdAt"]
     assert key["secretKey"] not in response.get_data(as_text=True)
