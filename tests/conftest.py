@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from apikeys import create_app
 from apikeys import db
 from apikeys.tokens import issue_token
+from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import postgres_database
 
 pytest_plugins = ["tests.logscan"]
 
 BACKENDS = ["sqlite", "postgresql"]
-VERIFIER_KEY = secrets.token_urlsafe(32)
+VERIFIER_KEY = TEST_VERIFIER_KEY  # one per run: every app and server on a database shares it
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ import pytest
 from apikeys import keys
 from apikeys import tokens
 from tests.servers import ROOT
+from tests.servers import inherited_env
 
 
 def invoke(runner, *args):
@@ -97,7 +98,7 @@ def test_init_db_is_idempotent(runner):
 
 def test_console_script_and_flask_cli_reach_the_same_commands(tmp_path):
     env = {
-        **os.environ,
+        **inherited_env(),
         "APIKEYS_INSTANCE_PATH": str(tmp_path),
         "APIKEYS_JWT_SECRET": "s" * 64,
         "APIKEYS_BCRYPT_ROUNDS": "4",
