@@ -6,7 +6,18 @@ import multiprocessing
 import os
 import shlex
 
-__all__ = ["access_log_format", "bind", "errorlog", "limit_request_field_size", "on_starting", "when_ready", "workers"]
+__all__ = [
+    "access_log_format",
+    "bind",
+    "control_socket",
+    "control_socket_disable",
+    "errorlog",
+    "limit_request_field_size",
+    "logger_class",
+    "on_starting",
+    "when_ready",
+    "workers",
+]
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
@@ -16,6 +27,13 @@ errorlog = "-"
 # gunicorn's default access line has the query string (%(r)s) and the Referer,
 # where a careless client may put a token; log the path alone (%(U)s).
 access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s" %(L)ss'
+# Every atom that came from a request is escaped (a %0A in the path cannot start a forged line), and a request
+# gunicorn refuses is logged by its error class, never by the header line or query string it quotes.
+logger_class = "apikeys.gunicorn_logging.Logger"
+# gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR or $HOME/.gunicorn/gunicorn.ctl):
+# a second instance takes it over and removes it when it stops. None unless the operator names one.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or None
+control_socket_disable = not control_socket
 
 
 def on_starting(server):
