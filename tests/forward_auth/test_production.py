@@ -18,8 +18,12 @@ import sqlalchemy as sa
 
 from apikeys import db
 from tests.forward_auth.support import EXAMPLES
+from tests.forward_auth.support import Key
 from tests.forward_auth.support import Nginx
+from tests.forward_auth.support import Proxy
 from tests.forward_auth.support import Service
+from tests.forward_auth.support import assert_identity
+from tests.forward_auth.support import assert_refused
 from tests.forward_auth.support import render
 from tests.forward_auth.support import send
 from tests.servers import Gunicorn
@@ -106,7 +110,18 @@ def make_service(directory, workers: int) -> tuple[Gunicorn, str]:
     return Gunicorn(directory, env, workers=workers), jwt_secret
 
 
-def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(nginx_program, application, workdir):
+@dataclass
+class Production:
+    """The running stack: nginx with the shipped file, apikeys under gunicorn behind it, and a key it issued."""
+
+    url: str
+    gunicorn: Gunicorn
+    key: Key
+
+
+@pytest.fixture(scope="module")
+def production(nginx_program, application, workdir):
+    """examples/nginx/production.conf run by a real nginx, in front of apikeys (2 sync workers) and ``application``."""
     gunicorn, jwt_secret = make_service(workdir / "production-apikeys", workers=2)
     with gunicorn:
         key = Service(gunicorn.url, jwt_secret).create_key("acme")
@@ -118,42 +133,74 @@ def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(nginx_
                 "server 127.0.0.1:9000;": f"server 127.0.0.1:{application.server_address[1]};",
             },
         )
-        site = render_listen(site, port)
-        nginx = Nginx(nginx_program, workdir / "production-nginx", site, port)
-        stop = threading.Event()
-        sent, answered, held, attackers = 0, 0, [], []
+        nginx = Nginx(nginx_program, workdir / "production-nginx", render_listen(site, port), port)
         try:
             nginx.start()
-            attackers = slow_clients(nginx.url, stop, host=KEYS_HOST)
-            for attacker in attackers:
-                attacker.__enter__()
-            time.sleep(1)  # every attacker connected
-            started = time.monotonic()
-            while time.monotonic() - started < HOLD_SECONDS:
-                held.append(sum(a.open for a in attackers))
-                for path, headers in (
-                    ("/healthz", {"Host": KEYS_HOST}),
-                    ("/orders/42", {"Host": API_HOST, "X-Api-Key": key.full_key}),
-                ):
-                    sent += 1
-                    try:
-                        answered += send(nginx.url, "GET", path, headers).status == 200
-                    except OSError:
-                        pass
-                time.sleep(0.25)
-            duration = time.monotonic() - started
+            yield Production(nginx.url, gunicorn, key)
         finally:
-            stop.set()
-            for attacker in attackers:
-                attacker.__exit__()
             nginx.stop()
-        access = gunicorn.access_log.read_text() if gunicorn.access_log.exists() else ""
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/healthz", 200), ("/openapi.json", 200), ("/docs", 200), ("/dashboard/api-keys", 401), ("/verify", 404)],
+)
+def test_the_keys_server_passes_apikeys_own_paths_only(production, path, status):
+    answer = send(production.url, "GET", path, {"Host": KEYS_HOST, "X-Api-Key": production.key.full_key})
+
+    assert answer.status == status  # /verify is asked internally by the API server, never from outside
+
+
+def test_the_keys_server_refuses_a_body_over_64_kib_before_apikeys_reads_it(production):
+    body = b"{" + b" " * (64 * 1024) + b"}"
+    answer = send(production.url, "POST", "/dashboard/api-keys", {"Host": KEYS_HOST}, body)
+
+    assert answer.status == 413
+    assert b"nginx" in answer.body  # nginx's own page: the request never reached a worker
+
+
+def test_the_api_server_checks_every_request_with_apikeys(production, application):
+    proxy = Proxy(production.url, application)
+    answer, seen = proxy.request("POST", "/orders", {"Host": API_HOST, "X-Api-Key": production.key.full_key}, b"{}")
+    assert answer.status == 200
+    assert_identity(seen[0], production.key)
+
+    answer, seen = proxy.request("GET", "/orders", {"Host": API_HOST, "X-Tenant-Id": "acme"})
+    assert_refused(answer, seen, 401)
+
+
+def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(production):
+    stop = threading.Event()
+    sent, answered, held, attackers = 0, 0, [], slow_clients(production.url, stop, host=KEYS_HOST)
+    try:
+        for attacker in attackers:
+            attacker.__enter__()
+        time.sleep(1)  # every attacker connected
+        started = time.monotonic()
+        while time.monotonic() - started < HOLD_SECONDS:
+            held.append(sum(a.open for a in attackers))
+            for path, headers in (
+                ("/healthz", {"Host": KEYS_HOST}),
+                ("/orders/42", {"Host": API_HOST, "X-Api-Key": production.key.full_key}),
+            ):
+                sent += 1
+                try:
+                    answered += send(production.url, "GET", path, headers).status == 200
+                except OSError:
+                    pass
+            time.sleep(0.25)
+        duration = time.monotonic() - started
+    finally:
+        stop.set()
+        for attacker in attackers:
+            attacker.__exit__()
+    access = production.gunicorn.access_log.read_text()
 
     print(
         f"slow clients through nginx: {answered}/{sent} answered in {duration:.1f} s; attack connections open "
         f"{min(held)}-{max(held)} of {len(attackers)}; opened {sum(a.connections for a in attackers)}, "
         f"dropped by nginx {sum(a.dropped for a in attackers)}; "
-        f"longest slow body {min(a.longest for a in attackers[SLOW_HEADERS:]):.1f} s"
+        f"shortest-held slow body {min(a.longest for a in attackers[SLOW_HEADERS:]):.1f} s"
     )
     assert duration >= 20
     assert sent >= 40
