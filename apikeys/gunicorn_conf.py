@@ -11,8 +11,11 @@ __all__ = [
     "access_log_format",
     "bind",
     "child_exit",
+    "control_socket",
+    "control_socket_disable",
     "errorlog",
     "limit_request_field_size",
+    "logger_class",
     "on_exit",
     "on_starting",
     "when_ready",
@@ -27,6 +30,13 @@ errorlog = "-"
 # gunicorn's default access line has the query string (%(r)s) and the Referer,
 # where a careless client may put a token; log the path alone (%(U)s).
 access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s" %(L)ss'
+# Every atom that came from a request is escaped (a %0A in the path cannot start a forged line), and a request
+# gunicorn refuses is logged by its error class, never by the header line or query string it quotes.
+logger_class = "apikeys.gunicorn_logging.Logger"
+# gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR or $HOME/.gunicorn/gunicorn.ctl):
+# a second instance takes it over and removes it when it stops. None unless the operator names one.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or None
+control_socket_disable = not control_socket
 
 
 def on_starting(server):
