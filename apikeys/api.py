@@ -100,8 +100,13 @@ def never_store(response):
     return response
 
 
-def _page(args) -> tuple[int, int]:
-    return args["limit"], (args["page"] - 1) * args["limit"]
+def _page(count, select, args) -> dict:
+    """Return one page of the tenant's rows: ``count`` and ``select`` are store functions."""
+    limit, page = args["limit"], args["page"]
+    with get_state().engine.connect() as conn:
+        total = count(conn, g.tenant)
+        items = select(conn, g.tenant, limit, (page - 1) * limit)
+    return {"data": {"items": items, "total": total, "page": page, "limit": limit}}
 
 
 @blp.route("/dashboard/api-keys")
@@ -109,10 +114,7 @@ class ApiKeyCollection(MethodView):
     @dashboard("listApiKeys", 200, schemas.KeyPageEnvelopeSchema, arguments=schemas.PageArgsSchema, location="query")
     def get(self, args):
         """List the tenant's API keys, newest first."""
-        with get_state().engine.connect() as conn:
-            total = store.count_keys(conn, g.tenant)
-            items = store.list_keys(conn, g.tenant, *_page(args))
-        return {"data": {"items": items, "total": total, "page": args["page"], "limit": args["limit"]}}
+        return _page(store.count_keys, store.list_keys, args)
 
     @dashboard(
         "createApiKey", 201, schemas.CreatedKeyEnvelopeSchema, arguments=schemas.CreateKeySchema, alt=(401, 413, 415)
@@ -172,10 +174,7 @@ class AuditLog(MethodView):
     @dashboard("listAuditLog", 200, schemas.AuditPageEnvelopeSchema, arguments=schemas.PageArgsSchema, location="query")
     def get(self, args):
         """List who changed which of the tenant's keys, newest first."""
-        with get_state().engine.connect() as conn:
-            total = store.count_audit_entries(conn, g.tenant)
-            items = store.list_audit_entries(conn, g.tenant, *_page(args))
-        return {"data": {"items": items, "total": total, "page": args["page"], "limit": args["limit"]}}
+        return _page(store.count_audit_entries, store.list_audit_entries, args)
 
 
 @blp.route("/healthz")

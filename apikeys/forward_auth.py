@@ -21,12 +21,13 @@ from apikeys import schemas
 from apikeys import tenants
 from apikeys.api import blp
 from apikeys.keys import ENVIRONMENTS
+from apikeys.schema_fields import Timestamp
 from apikeys.verify import API_KEY_HEADER
 from apikeys.verify import get_state
 from apikeys.verify import verify_key
 
 SCOPES_HEADER = "X-Api-Key-Required-Scopes"
-_timestamp = schemas.Timestamp()._serialize
+_timestamp = Timestamp()._serialize
 
 
 def verification(environment: str | None, required: list[str]):

@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 
+from flask import current_app
 from flask import g
 from flask import request
 
@@ -89,6 +90,10 @@ def _after_request(response):
     state = g._get_current_object()  # one proxy lookup instead of several: this runs on every request
     started = getattr(state, "request_started", None)
     api_key = getattr(state, "api_key", None)
+    if api_key is not None and response.status_code == 200 and not current_app.config["APIKEYS_LOG_VERIFIED"]:
+        # A successful verification is the hot path, and the proxy in front logs the request anyway;
+        # refusals, and every dashboard request, are always logged.
+        return response
     tenant = getattr(state, "tenant", None) or (api_key.tenant_id if api_key else None)
     key_id = api_key.id if api_key else None
     fields = {
