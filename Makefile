@@ -32,6 +32,7 @@ lint: $(BIN)/.installed-test
 
 # Benchmarks and the soak print tables; they are measurements, not tests.
 bench: $(BIN)/.installed-test
+	command -v wrk >/dev/null || apt-get install -y wrk || (apt-get update && apt-get install -y wrk)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 soak: $(BIN)/.installed-test

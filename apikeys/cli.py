@@ -1,67 +1,155 @@
-"""The ``apikeys`` command line: a Flask CLI group over create_app."""
+"""The ``apikeys`` command line: every command works on a fresh instance and answers an error in one line."""
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 
 import click
-import marshmallow as ma
+import sqlalchemy as sa
 from flask import current_app
-from flask.cli import FlaskGroup
+from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
 
 from apikeys import db
+from apikeys import errors
 from apikeys import keys
-from apikeys import manage
+from apikeys import operations
 from apikeys import store
+from apikeys import tenants
 from apikeys import tokens
-from apikeys.schemas import CreatedKeySchema
-from apikeys.schemas import CreateKeySchema
-from apikeys.schemas import KeySchema
-from apikeys.schemas import RegeneratedKeySchema
+from apikeys.config import ConfigError
+from apikeys.serve import serve_command
+from apikeys.verify import get_state
 
-environment_option = click.option("--environment", required=True, type=click.Choice(keys.ENVIRONMENTS))
-tenant_option = click.option("--tenant", required=True, help="The tenant the keys belong to.")
+ACTOR = operations.CLI_ACTOR
+
+
+class Command(click.Command):
+    """A command whose expected errors (bad input, settings, an unreachable database) are one line, not a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (errors.ApiKeysError, ConfigError, RuntimeError) as error:
+            raise click.ClickException(str(error)) from None
+        except sa.exc.OperationalError as error:
+            where = sa.make_url(db.database_url(current_app)).render_as_string(hide_password=True)
+            problem = type(error.orig).__name__
+            raise click.ClickException(f"The database at {where} does not answer ({problem}).") from None
+
+
+class Group(click.Group):
+    """A group whose commands are Commands."""
+
+    command_class = Command
+    group_class = type  # subgroups are Groups too
+
+
+def _tenant(ctx, param, value):
+    if not tenants.is_valid(value):
+        raise click.BadParameter(f"must be {tenants.RULE}.")
+    return value
+
+
+environment_option = click.option(
+    "--environment", required=True, type=click.Choice(keys.ENVIRONMENTS), help="live or test."
+)
+tenant_option = click.option("--tenant", required=True, callback=_tenant, help="The tenant the keys belong to.")
+key_id_argument = click.argument("key_id")
 
 
 def _echo_json(value) -> None:
-    click.echo(json.dumps(value, indent=2))
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
-@click.command("token")
-@click.option("--tenant", required=True, help="The tenant the token speaks for.")
-@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds.")
+def _ready_state():
+    """Return the app's state with its database created or upgraded, as gunicorn does at start."""
+    db.prepare(current_app)
+    return get_state()
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+@click.command("init-db", cls=Command)
 @with_appcontext
-def token_command(tenant, ttl):
+def init_db_command():
+    """Create the database, or upgrade it to the newest schema, and say what it did and where."""
+    from apikeys.migrate import current_revision
+
+    engine = get_state().engine
+    before = current_revision(engine)
+    db.prepare(current_app)
+    after = current_revision(engine)
+    where = engine.url.render_as_string(hide_password=True)
+    if before is None:
+        click.echo(f"Created the database at {where} (schema {after}).")
+    elif before != after:
+        click.echo(f"Upgraded the database at {where} from schema {before} to {after}.")
+    else:
+        click.echo(f"The database at {where} is up to date (schema {after}).")
+
+
+@click.group("db", cls=Group)
+def db_group():
+    """Database schema migrations (Alembic)."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+@with_appcontext
+def db_upgrade_command(revision):
+    """Upgrade the schema to REVISION (default: the newest)."""
+    db.upgrade(get_state().engine, revision)
+    click.echo(f"Database is at {revision}.")
+
+
+@click.command("token", cls=Command)
+@click.option("--tenant", required=True, callback=_tenant, help="The tenant the token speaks for.")
+@click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds.")
+@click.option("--sub", help="The actor the audit log records (the sub claim).")
+@with_appcontext
+def token_command(tenant, ttl, sub):
     """Print a signed JWT for a tenant, for the Authorization header."""
-    try:
-        click.echo(tokens.issue_token(current_app.config, tenant, ttl))
-    except RuntimeError as error:
-        raise click.ClickException(str(error)) from None
+    config = current_app.config
+    longest = config["APIKEYS_JWT_MAX_LIFETIME"]
+    if longest and ttl > longest:
+        raise click.BadParameter(f"must be at most APIKEYS_JWT_MAX_LIFETIME ({longest}).", param_hint="--ttl")
+    claims = {"sub": sub} if sub else {}
+    click.echo(tokens.issue_token(config, tenant, ttl, **claims))
 
 
-@click.group("keys")
+@click.group("keys", cls=Group)
 def keys_group():
-    """Manage API keys from the command line."""
+    """Manage API keys without the server."""
 
 
 @keys_group.command("create")
 @tenant_option
-@click.option("--name", required=True)
+@click.option("--name", required=True, help="A display name, at most 100 characters.")
 @environment_option
+@click.option("--expires-at", help="An ISO-8601 time with a zone, such as 2026-12-31T00:00:00Z.")
+@click.option("--scope", "scopes", multiple=True, help="A scope the key grants; repeat for several.")
+@click.option("--meta", help="A JSON object of at most 4 KiB.")
 @with_appcontext
-def create_command(tenant, name, environment):
+def create_command(tenant, name, environment, expires_at, scopes, meta):
     """Create a key and print it, secret included (shown once)."""
-    errors = CreateKeySchema().validate({"name": name, "environment": environment})
-    if errors:
-        raise click.BadParameter("; ".join(errors.get("name", [])), param_hint="--name")
-    with db.get_engine().begin() as conn:
-        created = manage.create_key(
-            conn, tenant, name.strip(), environment, current_app.config["APIKEYS_BCRYPT_ROUNDS"]
-        )
-    _echo_json(CreatedKeySchema().dump(created))
+    from apikeys.schemas import CreatedKeySchema
+    from apikeys.schemas import CreateKeySchema
+
+    body = {"name": name, "environment": environment, "scopes": list(scopes), "expiresAt": expires_at}
+    if meta is not None:
+        try:
+            body["meta"] = json.loads(meta)
+        except (ValueError, RecursionError):
+            raise click.BadParameter("must be a JSON object.", param_hint="--meta") from None
+    try:
+        fields = CreateKeySchema().load(body)
+    except Exception as error:  # marshmallow.ValidationError: one line per field
+        messages = getattr(error, "messages", {}).items()
+        raise click.UsageError("; ".join(f"{field}: {' '.join(map(str, m))}" for field, m in messages)) from None
+    _echo_json(CreatedKeySchema().dump(operations.create_key(_ready_state(), tenant, ACTOR, **fields)))
 
 
 @keys_group.command("list")
@@ -69,51 +157,42 @@ def create_command(tenant, name, environment):
 @with_appcontext
 def list_command(tenant):
     """Print a tenant's keys as JSON, newest first."""
-    with db.get_engine().connect() as conn:
+    from apikeys.schemas import KeySchema
+
+    with _ready_state().engine.connect() as conn:
         rows = store.list_keys(conn, tenant, limit=None, offset=0)
     _echo_json(KeySchema(many=True).dump(rows))
 
 
 @keys_group.command("toggle")
 @tenant_option
-@click.argument("key_id")
+@key_id_argument
 @with_appcontext
 def toggle_command(tenant, key_id):
     """Disable an active key, or enable a disabled one."""
-    with db.get_engine().begin() as conn:
-        active = store.toggle_key(conn, tenant, key_id)
-    if active is None:
-        raise click.ClickException(f"No key {key_id} for tenant {tenant}.")
-    _echo_json({"id": key_id, "active": active})
+    _echo_json({"id": key_id, "active": operations.toggle_key(_ready_state(), tenant, ACTOR, key_id)})
 
 
 @keys_group.command("regenerate")
 @tenant_option
-@click.argument("key_id")
+@key_id_argument
+@click.option("--grace-period", type=click.IntRange(0, 604800), help="Seconds the old secret keeps working.")
 @with_appcontext
-def regenerate_command(tenant, key_id):
+def regenerate_command(tenant, key_id, grace_period):
     """Give a key a new secret and print it (shown once)."""
-    try:
-        regenerated = manage.regenerate_key(
-            db.get_engine(), tenant, key_id, current_app.config["APIKEYS_BCRYPT_ROUNDS"]
-        )
-    except manage.KeyNotFound:
-        raise click.ClickException(f"No key {key_id} for tenant {tenant}.") from None
-    except manage.KeyChanged:
-        raise click.ClickException(f"{key_id} was regenerated by someone else at the same moment; try again.") from None
+    from apikeys.schemas import RegeneratedKeySchema
+
+    regenerated = operations.regenerate_key(_ready_state(), tenant, ACTOR, key_id, grace_period)
     _echo_json(RegeneratedKeySchema().dump(regenerated))
 
 
 @keys_group.command("delete")
 @tenant_option
-@click.argument("key_id")
+@key_id_argument
 @with_appcontext
 def delete_command(tenant, key_id):
     """Delete a key for good."""
-    with db.get_engine().begin() as conn:
-        deleted = store.delete_key(conn, tenant, key_id)
-    if not deleted:
-        raise click.ClickException(f"No key {key_id} for tenant {tenant}.")
+    operations.delete_key(_ready_state(), tenant, ACTOR, key_id)
     click.echo(f"Deleted {key_id}.")
 
 
@@ -125,77 +204,51 @@ def generate_command(environment):
 
 
 @keys_group.command("import")
-@click.argument("file", type=click.File("r"))
+@click.argument("file", type=click.File("r", encoding="utf-8"))
 @with_appcontext
 def import_command(file):
     """Import keys known in advance from a JSON list of {tenant, name, environment, fullKey}."""
-    created, unchanged = import_file(file)
-    click.echo(f"Imported {created} keys; {unchanged} were already there.")
+    entries = operations.read_import_file(file.read(), file.name)
+    created, unchanged = operations.import_keys(_ready_state(), entries)
+    click.echo(f"Imported {_plural(created, 'key')}; {_plural(unchanged, 'key')} already there.")
 
 
-def import_file(file) -> tuple[int, int]:
-    """Import every entry of an open JSON file in one transaction; raise ClickException on a bad one."""
-    try:
-        entries = json.load(file)
-    except json.JSONDecodeError as error:
-        raise click.ClickException(f"{file.name} is not valid JSON: {error}") from None
-    if not isinstance(entries, list):
-        raise click.ClickException(f"{file.name} must hold a JSON list of keys.")
-    rounds = current_app.config["APIKEYS_BCRYPT_ROUNDS"]
-    created = unchanged = 0
-    # One transaction: a bad entry anywhere leaves the database as it was.
-    with db.get_engine().begin() as conn:
-        for number, entry in enumerate(entries, start=1):
-            try:
-                tenant, name, environment, full_key = _read_entry(entry)
-                if manage.import_key(conn, tenant, name, environment, full_key, rounds):
-                    created += 1
-                else:
-                    unchanged += 1
-            except manage.KeyImportError as error:
-                raise click.ClickException(f"Entry {number}: {error}") from None
-    return created, unchanged
+@click.command("audit", cls=Command)
+@tenant_option
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many entries.")
+@with_appcontext
+def audit_command(tenant, limit):
+    """Print a tenant's audit log as JSON, newest first."""
+    from apikeys.schemas import AuditEntrySchema
+
+    with _ready_state().engine.connect() as conn:
+        entries = store.list_audit_entries(conn, tenant, limit, 0)
+    _echo_json(AuditEntrySchema(many=True).dump(entries))
 
 
-def _read_entry(entry) -> tuple[str, str, str, str]:
-    if not isinstance(entry, dict):
-        raise manage.KeyImportError("must be an object.")
-    missing = [field for field in ("tenant", "name", "environment", "fullKey") if not isinstance(entry.get(field), str)]
-    if missing:
-        raise manage.KeyImportError("needs string fields " + ", ".join(missing) + ".")
-    try:
-        loaded = CreateKeySchema().load({"name": entry["name"], "environment": entry["environment"]})
-    except ma.ValidationError as error:
-        messages = error.messages.items()
-        raise manage.KeyImportError("; ".join(f"{field}: {' '.join(texts)}" for field, texts in messages)) from None
-    if not tokens.valid_tenant(entry["tenant"]):
-        raise manage.KeyImportError("tenant must be 1 to 255 characters, without control characters.")
-    return entry["tenant"], loaded["name"], loaded["environment"], entry["fullKey"]
+@click.group("verifier-key", cls=Group)
+def verifier_key_group():
+    """The key the secrets' digests are written under (see docs/security.md)."""
 
 
-@click.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", type=int, help="gunicorn workers (default: WEB_CONCURRENCY, else 2 x cores + 1).")
-@click.option("--dev", is_flag=True, help="Print a ready token for tenant 'dev' and a curl to try.")
-@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="Import keys from this file at start.")
-def serve_command(host, port, workers, dev, seed):
-    """Serve the API with gunicorn; the database is created or upgraded first."""
-    environ = dict(os.environ, HOST=host, PORT=str(port))
-    if workers:
-        environ["WEB_CONCURRENCY"] = str(workers)
-    if dev:
-        environ["APIKEYS_DEV"] = "1"
-    if seed:
-        environ["APIKEYS_SEED"] = os.path.abspath(seed)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
-    os.execve(sys.executable, argv, environ)  # noqa: S606 (replaces this process; no shell)
+@verifier_key_group.command("adopt")
+@click.confirmation_option(prompt="Every key will take the bcrypt path once. Adopt this host's verifier key?")
+@with_appcontext
+def adopt_command():
+    """Make this host's verifier key the database's, after changing APIKEYS_VERIFIER_KEY."""
+    state = get_state()
+    db.upgrade(state.engine)
+    db.adopt_verifier_key(state.engine, state.verifier.fingerprint)
+    click.echo(f"The database now uses verifier key {state.verifier.tag[:-1]}; restart every host with it.")
+
+
+COMMANDS = [init_db_command, db_group, token_command, keys_group, audit_command, verifier_key_group]
 
 
 def init_app(app) -> None:
     """Register the commands on the app, so `flask --app app` has them too."""
-    app.cli.add_command(token_command)
-    app.cli.add_command(keys_group)
+    for command in COMMANDS:
+        app.cli.add_command(command)
 
 
 def _create_app():
@@ -204,9 +257,14 @@ def _create_app():
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False)
-def main():
-    """apikeys: a self-hosted API-key service."""
+@click.group(cls=Group)
+@click.version_option(package_name="apikeys", message="%(prog)s %(version)s")
+@click.pass_context
+def main(ctx):
+    """apikeys: a self-hosted API-key service. Settings come from APIKEYS_* variables (see README.md)."""
+    if not isinstance(ctx.obj, ScriptInfo):  # Flask's test runner hands its own in
+        ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
 
 
-main.add_command(serve_command)
+for _command in [serve_command, *COMMANDS]:
+    main.add_command(_command)

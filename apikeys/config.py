@@ -1,72 +1,171 @@
-"""Configuration defaults, and how they are read: defaults, instance config.py, APIKEYS_* environment."""
+"""Configuration: every setting with its default and rule, read once at start and checked there.
+
+The order is fixed: defaults, then the instance folder's ``config.py``, then
+``APIKEYS_*`` environment variables, then a test mapping (which replaces the
+middle two). A value that breaks its rule stops the start with one line.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from dataclasses import dataclass
 
-# Every setting of ours, with its default. The type of the default says how an
-# environment variable of the same name is read.
-DEFAULTS: dict[str, object] = {
-    "APIKEYS_DATABASE_URL": "",  # empty: a SQLite file in the instance folder
-    "APIKEYS_JWT_SECRET": "",  # empty: generated once, kept in the instance folder
-    "APIKEYS_JWT_ALGORITHMS": ["HS256"],
-    "APIKEYS_JWT_PUBLIC_KEY": "",  # PEM, for RS256 / ES256 / EdDSA
-    "APIKEYS_JWT_AUDIENCE": "",
-    "APIKEYS_JWT_ISSUER": "",
-    "APIKEYS_JWT_TENANT_CLAIM": "tenantId",
-    "APIKEYS_JWT_LEEWAY": 0,
-    "APIKEYS_BCRYPT_ROUNDS": 12,
-    "APIKEYS_MAX_BODY_BYTES": 64 * 1024,
-    "APIKEYS_CACHE_SIZE": 10_000,
-    "APIKEYS_LAST_USED_INTERVAL": 60,
-    "APIKEYS_FAILED_ATTEMPTS_LIMIT": 10,
-    "APIKEYS_FAILED_ATTEMPTS_WINDOW": 60,
-    "APIKEYS_SQLITE_BUSY_TIMEOUT": 10_000,  # milliseconds
-    "APIKEYS_DB_POOL_SIZE": 5,
-    "APIKEYS_DB_MAX_OVERFLOW": 10,
-    "APIKEYS_DB_POOL_TIMEOUT": 30,
-    "APIKEYS_DB_POOL_RECYCLE": 1800,
-    "APIKEYS_DB_POOL_PRE_PING": 1,  # PostgreSQL: test each connection before use (one round trip)
-    "APIKEYS_LOG_LEVEL": "INFO",
-    "APIKEYS_LOG_FORMAT": "text",  # or "json"
-}
+log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
 
 
-def _parse(value: str, default: object) -> object:
-    """Read an environment string as the type of its default."""
-    if isinstance(default, bool):
-        return value.strip().lower() in _TRUE
-    if isinstance(default, int):
-        return int(value)
-    if isinstance(default, list):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return value
+class ConfigError(ValueError):
+    """A setting has a value its rule refuses; the message names the setting and what it accepts."""
 
 
-def from_environment(environ: os._Environ | dict[str, str] = os.environ) -> dict[str, object]:
-    """Return the settings that ``APIKEYS_*`` environment variables set."""
-    settings = {}
-    for name, default in DEFAULTS.items():
-        if name in environ:
-            try:
-                settings[name] = _parse(environ[name], default)
-            except ValueError:
-                raise ValueError(f"{name} must be a {type(default).__name__}, got {environ[name]!r}") from None
-    return settings
+@dataclass(frozen=True)
+class Text:
+    """Any string; ``secret`` values are never repeated in a message."""
+
+    secret: bool = False
+    required: bool = False
+
+    def read(self, value):
+        if not isinstance(value, str) or (self.required and not value.strip()):
+            raise ValueError
+        return value
+
+    def describe(self) -> str:
+        return "a non-empty string" if self.required else "a string"
+
+
+@dataclass(frozen=True)
+class Integer:
+    low: int
+    high: int
+
+    def read(self, value):
+        if isinstance(value, str):
+            value = int(value.strip())
+        if isinstance(value, bool) or not isinstance(value, int) or not self.low <= value <= self.high:
+            raise ValueError
+        return value
+
+    def describe(self) -> str:
+        return f"a whole number from {self.low} to {self.high}"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    def read(self, value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return bool(value)
+        text = str(value).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError
+
+    def describe(self) -> str:
+        return "one of 1, true, yes, on, 0, false, no, off"
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[str, ...]
+    case: str = "lower"  # how a value is normalized before it is compared
+
+    def read(self, value):
+        if not isinstance(value, str):
+            raise ValueError
+        value = getattr(value.strip(), self.case)()
+        if value not in self.values:
+            raise ValueError
+        return value
+
+    def describe(self) -> str:
+        return "one of " + ", ".join(self.values)
+
+
+@dataclass(frozen=True)
+class Items:
+    """A comma-separated list (or a list), each item matching ``pattern``."""
+
+    pattern: str = r".+"
+    what: str = "names"
+
+    def read(self, value):
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if not isinstance(value, list | tuple) or not all(
+            isinstance(item, str) and re.fullmatch(self.pattern, item) for item in value
+        ):
+            raise ValueError
+        return list(value)
+
+    def describe(self) -> str:
+        return f"a comma-separated list of {self.what}"
+
+
+ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+DAY = 24 * 3600
+
+# Every setting of ours: (default, rule). Documented in README.md's configuration table.
+SETTINGS: dict[str, tuple[object, object]] = {
+    "APIKEYS_DATABASE_URL": ("", Text(secret=True)),  # empty: a SQLite file in the instance folder
+    "APIKEYS_JWT_SECRET": ("", Text(secret=True)),  # empty: generated once into the instance folder
+    "APIKEYS_JWT_ALGORITHMS": (["HS256"], Items(r"[A-Za-z0-9]+", "JWT algorithm names")),
+    "APIKEYS_JWT_PUBLIC_KEY": ("", Text()),  # PEM, for RS256 / ES256 / EdDSA
+    "APIKEYS_JWT_AUDIENCE": ("", Text()),
+    "APIKEYS_JWT_ISSUER": ("", Text()),
+    "APIKEYS_JWT_TENANT_CLAIM": ("tenantId", Text(required=True)),
+    "APIKEYS_JWT_LEEWAY": (30, Integer(0, 600)),  # seconds a clock may be ahead: nbf and iat in the future
+    "APIKEYS_JWT_MAX_LIFETIME": (DAY, Integer(0, 366 * DAY)),  # a token may not expire later than this; 0: no limit
+    "APIKEYS_VERIFIER_KEY": ("", Text(secret=True)),  # empty: generated once into the instance folder
+    "APIKEYS_BCRYPT_ROUNDS": (12, Integer(4, 31)),
+    "APIKEYS_MAX_BODY_BYTES": (64 * 1024, Integer(1024, 16 * 1024 * 1024)),
+    "APIKEYS_LAST_USED_INTERVAL": (60, Integer(0, DAY)),
+    "APIKEYS_FAILED_ATTEMPTS_LIMIT": (10, Integer(0, 1_000_000)),  # bcrypt checks of keys without a digest; 0: off
+    "APIKEYS_FAILED_ATTEMPTS_WINDOW": (60, Integer(1, DAY)),
+    "APIKEYS_SQLITE_BUSY_TIMEOUT": (10_000, Integer(0, 600_000)),  # milliseconds
+    "APIKEYS_DB_POOL_SIZE": (5, Integer(1, 1000)),
+    "APIKEYS_DB_MAX_OVERFLOW": (10, Integer(0, 1000)),
+    "APIKEYS_DB_POOL_TIMEOUT": (30, Integer(1, 3600)),
+    "APIKEYS_DB_POOL_RECYCLE": (1800, Integer(-1, 7 * DAY)),
+    "APIKEYS_DB_POOL_PRE_PING": (True, Boolean()),  # PostgreSQL: test each connection before use
+    "APIKEYS_LOG_LEVEL": ("INFO", Choice(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), case="upper")),
+    "APIKEYS_LOG_FORMAT": ("text", Choice(("text", "json"))),
+    "APIKEYS_LOG_VERIFIED": (False, Boolean()),  # a request log line for every *successful* /verify too
+    "APIKEYS_METRICS": (True, Boolean()),
+    "APIKEYS_CORS_ORIGINS": ([], Items(ORIGIN, "exact origins such as https://admin.example.com")),
+}
+DEFAULTS = {name: default for name, (default, _) in SETTINGS.items()}
+
+
+def instance_path(path: str | None = None) -> str:
+    """Return the instance folder: ``path``, else APIKEYS_INSTANCE_PATH, else ./instance, made absolute."""
+    return os.path.abspath(path or os.environ.get("APIKEYS_INSTANCE_PATH") or "instance")
+
+
+def check(config) -> None:
+    """Apply the defaults to a Flask config and bring every setting to its type; raise ConfigError."""
+    for name, (default, rule) in SETTINGS.items():
+        value = config.setdefault(name, default)
+        try:
+            config[name] = rule.read(value)
+        except (TypeError, ValueError):
+            shown = "" if getattr(rule, "secret", False) else f"={value!r}"
+            raise ConfigError(f"{name}{shown} is not valid: it must be {rule.describe()}.") from None
+    config["MAX_CONTENT_LENGTH"] = config["APIKEYS_MAX_BODY_BYTES"]
 
 
 def init_app(app, test_config: dict | None = None) -> None:
-    """Load configuration in order: defaults, instance config.py, environment, then a test mapping."""
-    for name, default in DEFAULTS.items():
-        app.config.setdefault(name, default)
+    """Load configuration in order (defaults, instance config.py, environment, or a test mapping), then check it."""
     if test_config is None:
         app.config.from_pyfile("config.py", silent=True)
-        app.config.update(from_environment())
+        app.config.update({name: value for name, value in os.environ.items() if name in SETTINGS})
     else:
         app.config.update(test_config)
-    algorithms = app.config["APIKEYS_JWT_ALGORITHMS"]
-    if isinstance(algorithms, str):  # a config.py may give "HS256, RS256"
-        app.config["APIKEYS_JWT_ALGORITHMS"] = _parse(algorithms, [])
-    app.config["MAX_CONTENT_LENGTH"] = app.config["APIKEYS_MAX_BODY_BYTES"]
+    check(app.config)

@@ -1,4 +1,4 @@
-"""The schema, the engine on the app, and the ``init-db`` command."""
+"""The schema, the engine, and getting a database ready to serve (migrations, the verifier key's fingerprint)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import os
 from datetime import UTC
 from datetime import datetime
 
-import click
 import sqlalchemy as sa
 from flask import current_app
-from flask.cli import with_appcontext
+
+from apikeys import instance
 
 metadata = sa.MetaData()
 
@@ -37,16 +37,45 @@ api_keys = sa.Table(
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("environment", sa.String(8), nullable=False),
     sa.Column("public_key", sa.String(64), nullable=False),
-    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),  # bcrypt: the hash of record
+    sa.Column("secret_digest", sa.String(80), nullable=True),  # "tag:HMAC-SHA256", what verification compares
     sa.Column("active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("last_used_at", UTCDateTime, nullable=True),
-    # Failed secret checks in the current window: shared by every worker and host.
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    sa.Column("scopes", sa.JSON, nullable=False, default=list, server_default=sa.text("'[]'")),
+    sa.Column("meta", sa.JSON, nullable=False, default=dict, server_default=sa.text("'{}'")),
+    # The secret a grace-period rotation replaced, valid until previous_expires_at.
+    sa.Column("previous_secret_hash", sa.String(64), nullable=True),
+    sa.Column("previous_secret_digest", sa.String(80), nullable=True),
+    sa.Column("previous_expires_at", UTCDateTime, nullable=True),
+    # bcrypt checks of a key without a usable digest in the current window: shared by every worker and host.
     sa.Column("failed_attempts", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("failed_window_start", UTCDateTime, nullable=True),
     sa.CheckConstraint("environment IN ('live', 'test')", name="ck_api_keys_environment"),
     sa.UniqueConstraint("public_key", name="uq_api_keys_public_key"),
     sa.Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    # The id orders entries exactly, even two in the same millisecond.
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_audit_log_tenant_id", "tenant_id", "id"),
+)
+
+# Facts about the database itself, such as the fingerprint of the verifier key its digests are written under.
+settings = sa.Table(
+    "apikeys_settings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
 )
 
 
@@ -71,56 +100,83 @@ def _set_sqlite_pragmas(busy_timeout_ms: int):
 
 def database_url(app) -> str:
     """Return the configured database URL, or the default SQLite file in the instance folder."""
-    url = app.config["APIKEYS_DATABASE_URL"]
-    if url:
-        return url
-    return "sqlite:///" + os.path.join(app.instance_path, "apikeys.sqlite3")
+    return app.config["APIKEYS_DATABASE_URL"] or "sqlite:///" + os.path.join(app.instance_path, "apikeys.sqlite3")
 
 
 def create_engine(app) -> sa.Engine:
     """Create the engine the configuration asks for."""
     url = sa.make_url(database_url(app))
     config = app.config
-    if url.get_backend_name() == "sqlite":
-        database = url.database
-        if not database or database == ":memory:":
-            # One in-memory database lives as long as its one connection: share it.
-            # For tests and experiments: the one connection is shared, so keep to one thread at a time.
-            return sa.create_engine(
-                url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}, hide_parameters=True
-            )
-        if not os.path.isabs(database):
-            # A relative SQLite path lives in the instance folder, as in flask-sqlalchemy-lite.
-            url = url.set(database=os.path.join(app.instance_path, database))
-        os.makedirs(os.path.dirname(url.database), exist_ok=True)
-        engine = sa.create_engine(
-            url,
-            pool_size=config["APIKEYS_DB_POOL_SIZE"],
-            max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"],
-            hide_parameters=True,  # a logged database error must not carry a secret hash or a tenant's data
+    # A logged database error must not carry a secret hash or a tenant's data.
+    options = {"hide_parameters": True, "pool_size": config["APIKEYS_DB_POOL_SIZE"]}
+    options["max_overflow"] = config["APIKEYS_DB_MAX_OVERFLOW"]
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and url.database in (None, "", ":memory:"):
+        # One in-memory database lives as long as its one connection: share it (one thread at a time).
+        return sa.create_engine(
+            url, poolclass=sa.StaticPool, connect_args={"check_same_thread": False}, hide_parameters=True
         )
+    if sqlite:
+        if not os.path.isabs(url.database):
+            # A relative SQLite path lives in the instance folder, as in flask-sqlalchemy-lite.
+            url = url.set(database=os.path.join(app.instance_path, url.database))
+        folder = os.path.dirname(url.database)
+        if not os.path.isdir(folder):
+            instance.make_private_folder(folder)
+        instance.create_private_file(url.database)  # 0600, before SQLite creates it 0644
+    else:
+        options["pool_timeout"] = config["APIKEYS_DB_POOL_TIMEOUT"]
+        options["pool_recycle"] = config["APIKEYS_DB_POOL_RECYCLE"]
+        options["pool_pre_ping"] = config["APIKEYS_DB_POOL_PRE_PING"]
+    engine = sa.create_engine(url, **options)
+    if sqlite:
         sa.event.listen(engine, "connect", _set_sqlite_pragmas(config["APIKEYS_SQLITE_BUSY_TIMEOUT"]))
-        return engine
-    return sa.create_engine(
-        url,
-        pool_size=config["APIKEYS_DB_POOL_SIZE"],
-        max_overflow=config["APIKEYS_DB_MAX_OVERFLOW"],
-        pool_timeout=config["APIKEYS_DB_POOL_TIMEOUT"],
-        pool_recycle=config["APIKEYS_DB_POOL_RECYCLE"],
-        pool_pre_ping=bool(config["APIKEYS_DB_POOL_PRE_PING"]),
-        hide_parameters=True,
-    )
+    return engine
 
 
 def get_engine(app=None) -> sa.Engine:
     """Return the app's engine."""
-    app = app or current_app
-    try:
-        return app.extensions["apikeys.db"]
-    except KeyError:
-        raise RuntimeError(
-            "The database is not set up on this app: call apikeys.db.init_app(app) or ApiKeys(app)."
-        ) from None
+    from apikeys.verify import get_state
+
+    return get_state(app or current_app).engine
+
+
+class VerifierKeyMismatch(RuntimeError):
+    """This host's verifier key is not the one the database's digests are written under."""
+
+
+FINGERPRINT = "verifier_key_fingerprint"
+
+
+def recorded_fingerprint(engine: sa.Engine) -> str | None:
+    """Return the fingerprint of the verifier key the database's digests are written under, if one is recorded."""
+    with engine.connect() as conn:
+        return conn.execute(sa.select(settings.c.value).where(settings.c.name == FINGERPRINT)).scalar()
+
+
+def check_verifier_key(engine: sa.Engine, fingerprint: str) -> bool:
+    """Record the verifier key's fingerprint on first use, or raise VerifierKeyMismatch; tell whether it recorded."""
+    recorded = recorded_fingerprint(engine)
+    if recorded is None:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.insert(settings).values(name=FINGERPRINT, value=fingerprint))
+            return True
+        except sa.exc.IntegrityError:  # another host recorded one at the same moment
+            recorded = recorded_fingerprint(engine)
+    if recorded != fingerprint:
+        raise VerifierKeyMismatch(
+            "APIKEYS_VERIFIER_KEY is not the key this database's digests are written under: set the same value on "
+            "every host, or adopt this one with `apikeys verifier-key adopt` (docs/security.md)."
+        )
+    return False
+
+
+def adopt_verifier_key(engine: sa.Engine, fingerprint: str) -> None:
+    """Make ``fingerprint`` the database's verifier key; every key then takes the bcrypt path once."""
+    with engine.begin() as conn:
+        conn.execute(sa.delete(settings).where(settings.c.name == FINGERPRINT))
+        conn.execute(sa.insert(settings).values(name=FINGERPRINT, value=fingerprint))
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
@@ -130,33 +186,10 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     migrate.upgrade(engine, revision)
 
 
-@click.command("init-db")
-@with_appcontext
-def init_db_command():
-    """Create the database schema, or upgrade it to the newest migration."""
-    upgrade(get_engine())
-    click.echo("Database is up to date.")
+def prepare(app) -> None:
+    """Get the app's database ready to serve: create or upgrade the schema, then check the verifier key."""
+    from apikeys.verify import get_state
 
-
-@click.group("db")
-def db_group():
-    """Database schema migrations (Alembic)."""
-
-
-@db_group.command("upgrade")
-@click.argument("revision", default="head")
-@with_appcontext
-def db_upgrade_command(revision):
-    """Upgrade the schema to REVISION (default: the newest)."""
-    upgrade(get_engine(), revision)
-    click.echo(f"Database is at {revision}.")
-
-
-def init_app(app) -> None:
-    """Put an engine on the app and register the init-db command."""
-    if "apikeys.db" in app.extensions:
-        raise RuntimeError("The apikeys database is already set up on this app; call init_app once.")
-    engine = create_engine(app)
-    app.extensions["apikeys.db"] = engine
-    app.cli.add_command(init_db_command)
-    app.cli.add_command(db_group)
+    state = get_state(app)
+    upgrade(state.engine)
+    check_verifier_key(state.engine, state.verifier.fingerprint)

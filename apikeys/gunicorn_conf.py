@@ -5,8 +5,22 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shlex
+import sys
 
-__all__ = ["access_log_format", "bind", "errorlog", "limit_request_field_size", "on_starting", "when_ready", "workers"]
+__all__ = [
+    "access_log_format",
+    "bind",
+    "child_exit",
+    "control_socket",
+    "control_socket_disable",
+    "errorlog",
+    "limit_request_field_size",
+    "logger_class",
+    "on_exit",
+    "on_starting",
+    "when_ready",
+    "workers",
+]
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or multiprocessing.cpu_count() * 2 + 1)
@@ -16,48 +30,96 @@ errorlog = "-"
 # gunicorn's default access line has the query string (%(r)s) and the Referer,
 # where a careless client may put a token; log the path alone (%(U)s).
 access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s" %(L)ss'
+# Every atom that came from a request is escaped (a %0A in the path cannot start a forged line), and a request
+# gunicorn refuses is logged by its error class, never by the header line or query string it quotes.
+logger_class = "apikeys.gunicorn_logging.Logger"
+# gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR or $HOME/.gunicorn/gunicorn.ctl):
+# a second instance takes it over and removes it when it stops. None unless the operator names one.
+control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or None
+control_socket_disable = not control_socket
 
 
 def on_starting(server):
-    """Create or upgrade the database once, in the master, before any worker serves."""
+    """Check the settings and get the database ready once, in the master, before any worker serves."""
+    import tempfile
+
     from apikeys import create_app
     from apikeys import db
+    from apikeys import operations
+    from apikeys.config import ConfigError
+    from apikeys.errors import ApiKeysError
 
-    app = create_app()
-    engine = db.get_engine(app)
-    db.upgrade(engine)
-    seed = os.environ.get("APIKEYS_SEED")
-    if seed:
-        from apikeys.cli import import_file
-
-        with app.app_context(), open(seed, encoding="utf-8") as file:
-            created, unchanged = import_file(file)
-        server.log.info("Seeded %d keys from %s (%d already there).", created, seed, unchanged)
-    engine.dispose()  # workers open their own connections after the fork
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers add up their metrics in files here (prometheus-client's multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="apikeys-metrics-")
+        server.apikeys_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    try:
+        app = create_app()
+        db.prepare(app)
+        seed = os.environ.get("APIKEYS_SEED")
+        if seed:
+            with open(seed, encoding="utf-8") as file:
+                entries = operations.read_import_file(file.read(), seed)
+            created, unchanged = operations.import_keys(app.extensions["apikeys"], entries)
+            server.log.info("Seeded %d keys from %s (%d already there).", created, seed, unchanged)
+    except (ConfigError, ApiKeysError, RuntimeError, OSError) as error:
+        sys.exit(f"apikeys cannot start: {error}")  # one line, not a traceback
+    db.get_engine(app).dispose()  # workers open their own connections after the fork
     server.apikeys_app = app
 
 
+def child_exit(server, worker):
+    """Let prometheus-client forget a worker that exited (its counters stay in the totals)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory this master made."""
+    import shutil
+
+    folder = getattr(server, "apikeys_metrics_dir", None)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def when_ready(server):
-    """Tell the person who started us where the API is and how to call it."""
+    """Tell the person who started us where the API is, where the data lives and how to call it."""
+    from apikeys import db
+
     app = server.apikeys_app
     base = "http://" + server.cfg.bind[0]
+    database = sa_url(db.database_url(app))
     lines = [
         "",
         f"apikeys is serving on {base}",
         f"  API docs:      {base}/docs   (OpenAPI: {base}/openapi.json)",
+        f"  Console:       {base}/console",
+        f"  Data:          {database}   (instance folder: {app.instance_path})",
         "  Get a token:   .venv/bin/apikeys token --tenant acme",
     ]
     if os.environ.get("APIKEYS_DEV"):
         from apikeys.tokens import issue_token
 
-        # Development only: the person at this terminal asked for a ready token.
+        # Development only: the person at this terminal asked for a ready token. The console
+        # link carries it in the fragment (#), which browsers never send to the server.
         token = issue_token(app.config, "dev", 24 * 3600)
         body = '{"name": "My first key", "environment": "test"}'
         lines += [
             "  Token for tenant 'dev' (valid 24 h):",
             f"    {token}",
+            f"  Console, signed in as 'dev':  {base}/console#token={token}",
             "  Create a key:",
             f"    curl -X POST {base}/dashboard/api-keys -H 'Authorization: Bearer {token}' "
             f"-H 'Content-Type: application/json' -d {shlex.quote(body)}",
         ]
     print("\n".join(lines) + "\n", flush=True)
+
+
+def sa_url(url: str) -> str:
+    """Return a database URL without its password."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)

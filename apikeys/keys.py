@@ -1,13 +1,17 @@
 """The API-key format: generate, parse and checksum keys; hash and check secrets.
 
 A full key is ``pk_{env}_{publicId}.sk_{env}_{random}{checksum}``. The public
-part names the row; only a bcrypt hash of the secret part (``sk_...``) is kept.
-The checksum is the CRC32 of ``sk_{env}_{random}`` in six base62 digits, as
-GitHub tokens do, so a mistyped or made-up secret is refused without a lookup.
+part names the row. Of the secret part (``sk_...``) two things are kept, never
+the secret: a bcrypt hash (the hash of record) and a keyed digest, HMAC-SHA256
+under the verifier key, which is what verification compares. The checksum is
+the CRC32 of ``sk_{env}_{random}`` in six base62 digits, as GitHub tokens do,
+so a mistyped or made-up secret is refused without a lookup.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import secrets
 import zlib
@@ -95,3 +99,30 @@ def hash_secret(secret: str, rounds: int) -> str:
 def check_secret(secret: str, secret_hash: str) -> bool:
     """Tell whether ``secret`` matches a bcrypt hash, in constant time."""
     return bcrypt.checkpw(secret.encode("ascii"), secret_hash.encode("ascii"))
+
+
+FINGERPRINT_MESSAGE = b"apikeys verifier key fingerprint"
+TAG_LENGTH = 8  # hex digits of the fingerprint that prefix each digest
+
+
+class Verifier:
+    """The verifier key (the "pepper"): it writes and checks the digests verification compares."""
+
+    __slots__ = ("_key", "fingerprint", "tag")
+
+    def __init__(self, secret: str):
+        self._key = secret.encode("utf-8")
+        # What names this key in the database without revealing it; its start tags every digest.
+        self.fingerprint = hmac.new(self._key, FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
+        self.tag = self.fingerprint[:TAG_LENGTH] + ":"
+
+    def digest(self, secret: str) -> str:
+        """Return the stored digest of a secret: this key's tag, then HMAC-SHA256 of the secret in hex."""
+        return self.tag + hmac.new(self._key, secret.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def owns(self, digest: str | None) -> bool:
+        """Tell whether a stored digest was written under this key (else the secret needs bcrypt)."""
+        return digest is not None and digest.startswith(self.tag)
+
+    def __repr__(self) -> str:
+        return f"<Verifier {self.tag[:-1]}>"

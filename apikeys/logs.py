@@ -7,10 +7,39 @@ import logging
 import sys
 import time
 
+from flask import current_app
 from flask import g
 from flask import request
 
 log = logging.getLogger("apikeys.requests")
+
+
+def escape(value: str) -> str:
+    """Make a request-derived string safe for one log line: backslash and every non-printable character escaped.
+
+    CR and LF would start a forged line, ESC drives the terminal that shows the
+    log, U+2028/U+2029 are line breaks to many readers, and bidi overrides
+    reorder what a reader sees. ``str.isprintable`` is False for all of them
+    (and for every other control, format or separator character but the space);
+    backslash is escaped too, so an escape in the log always means one was made.
+    """
+    if value.isprintable() and "\\" not in value:
+        return value  # the common case, checked in C
+    return "".join(_escape_character(c) for c in value)
+
+
+def _escape_character(character: str) -> str:
+    if character == "\\":
+        return "\\\\"
+    if character.isprintable():
+        return character
+    code = ord(character)
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
 
 # Attributes every LogRecord has; anything else on a record was passed in `extra`.
 _RECORD_ATTRIBUTES = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -31,7 +60,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _RECORD_ATTRIBUTES})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        # ensure_ascii: every control, line separator and bidi character becomes a \\u escape.
+        return json.dumps(entry, default=str, ensure_ascii=True)
 
 
 class _Handler(logging.StreamHandler):
@@ -60,6 +90,10 @@ def _after_request(response):
     state = g._get_current_object()  # one proxy lookup instead of several: this runs on every request
     started = getattr(state, "request_started", None)
     api_key = getattr(state, "api_key", None)
+    if api_key is not None and response.status_code == 200 and not current_app.config["APIKEYS_LOG_VERIFIED"]:
+        # A successful verification is the hot path, and the proxy in front logs the request anyway;
+        # refusals, and every dashboard request, are always logged.
+        return response
     tenant = getattr(state, "tenant", None) or (api_key.tenant_id if api_key else None)
     key_id = api_key.id if api_key else None
     fields = {
@@ -70,14 +104,16 @@ def _after_request(response):
         "tenant": tenant,
         "key_id": key_id,
     }
+    # The fields keep their values for the JSON formatter (which escapes by construction); the text line gets
+    # every value that came from a request, or from a tenant someone typed, escaped.
     log.info(
         "%s %s %s %sms tenant=%s key=%s",
-        fields["method"],
-        fields["path"],
+        escape(fields["method"]),
+        escape(fields["path"]),
         fields["status"],
         fields["duration_ms"],
-        tenant or "-",
-        key_id or "-",
+        escape(tenant) if tenant else "-",
+        escape(key_id) if key_id else "-",
         extra=fields,
     )
     return response

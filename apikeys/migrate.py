@@ -34,3 +34,11 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with engine.begin() as connection:
         _lock_for_migration(connection)
         command.upgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: sa.Engine) -> str | None:
+    """Return the database's schema revision, or None for a database without our schema."""
+    from alembic.migration import MigrationContext
+
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

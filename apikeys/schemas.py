@@ -2,51 +2,22 @@
 
 from __future__ import annotations
 
-import unicodedata
-
 import marshmallow as ma
 from marshmallow import fields
 from marshmallow import validate
 
 from apikeys.keys import ENVIRONMENTS
+from apikeys.schema_fields import MAX_NAME_LENGTH
+from apikeys.schema_fields import NAME_PATTERN
+from apikeys.schema_fields import FutureTimestamp
+from apikeys.schema_fields import Meta
+from apikeys.schema_fields import Name
+from apikeys.schema_fields import Scopes
+from apikeys.schema_fields import Timestamp
 
 MAX_PAGE = 1_000_000
 MAX_LIMIT = 100
-
-
-class Timestamp(fields.DateTime):
-    """An ISO-8601 UTC time with milliseconds and Z, as in 2025-06-01T12:00:00.000Z."""
-
-    def _serialize(self, value, attr, obj, **kwargs):
-        if value is None:
-            return None
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-# The rule of Name below, for the OpenAPI document: surrounding ASCII white space
-# is trimmed; what is left is not empty and holds no control characters. Spelled
-# with explicit escapes so that every regex dialect (Python, ECMA, Rust) agrees.
-SPACE = " \t\n\r\x0b\x0c"
-_SPACE = "[ \\t\\n\\r\\x0b\\x0c]"
-_CONTROL = "\\x00-\\x1f\\x7f-\\x9f"
-NAME_PATTERN = f"^{_SPACE}*[^ {_CONTROL}](?:[^{_CONTROL}]*[^ {_CONTROL}])?{_SPACE}*$"
-MAX_NAME_LENGTH = 100
-
-
-class Name(fields.String):
-    """A display name: at most 100 characters, trimmed, not blank, no control characters."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if len(text) > MAX_NAME_LENGTH:
-            raise ma.ValidationError(f"Must be at most {MAX_NAME_LENGTH} characters.")
-        text = text.strip(SPACE)
-        if not text:
-            raise ma.ValidationError("Must not be blank.")
-        # Cc: control characters (NUL included); Cs: lone surrogates, which no database can store.
-        if any(unicodedata.category(char) in ("Cc", "Cs") for char in text):
-            raise ma.ValidationError("Must not contain control characters.")
-        return text
+MAX_GRACE_PERIOD = 7 * 24 * 3600
 
 
 class CreateKeySchema(ma.Schema):
@@ -61,6 +32,29 @@ class CreateKeySchema(ma.Schema):
         },
     )
     environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS), metadata={"example": "live"})
+    expiresAt = FutureTimestamp(attribute="expires_at", allow_none=True, load_default=None)
+    scopes = Scopes(load_default=list)
+    meta = Meta(load_default=dict)
+
+
+class UpdateKeySchema(ma.Schema):
+    name = Name(metadata={"minLength": 1, "maxLength": MAX_NAME_LENGTH, "pattern": NAME_PATTERN})
+    expiresAt = FutureTimestamp(attribute="expires_at", allow_none=True, metadata={"description": "null: never."})
+    scopes = Scopes()
+    meta = Meta()
+
+    @ma.validates_schema
+    def not_empty(self, data, **kwargs):
+        if not data:
+            raise ma.ValidationError("Give at least one of name, expiresAt, scopes, meta.")
+
+
+class RegenerateSchema(ma.Schema):
+    gracePeriodSeconds = fields.Integer(
+        attribute="grace_period",
+        validate=validate.Range(min=0, max=MAX_GRACE_PERIOD),
+        metadata={"description": "Keep the previous secret verifying for this long."},
+    )
 
 
 class PageArgsSchema(ma.Schema):
@@ -76,6 +70,9 @@ class KeySchema(ma.Schema):
     active = fields.Boolean(required=True)
     createdAt = Timestamp(required=True, attribute="created_at")
     lastUsedAt = Timestamp(required=True, allow_none=True, attribute="last_used_at")
+    expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
+    scopes = fields.List(fields.String(), required=True)
+    meta = fields.Dict(required=True)
 
 
 class CreatedKeySchema(ma.Schema):
@@ -89,6 +86,9 @@ class CreatedKeySchema(ma.Schema):
     )
     createdAt = Timestamp(required=True, attribute="created_at")
     active = fields.Boolean(required=True)
+    expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
+    scopes = fields.List(fields.String(), required=True)
+    meta = fields.Dict(required=True)
 
 
 class RegeneratedKeySchema(ma.Schema):
@@ -96,19 +96,15 @@ class RegeneratedKeySchema(ma.Schema):
     publicKey = fields.String(required=True, attribute="public_key")
     secretKey = fields.String(required=True, attribute="secret_key", metadata={"description": "Shown once."})
     fullKey = fields.String(required=True, attribute="full_key", metadata={"description": "Shown once."})
+    previousSecretExpiresAt = Timestamp(
+        attribute="previous_expires_at", metadata={"description": "With a grace period: when the old secret stops."}
+    )
 
 
 class ToggledKeySchema(ma.Schema):
     id = fields.String(required=True)
     active = fields.Boolean(required=True)
     message = fields.String(required=True, metadata={"example": "API key has been disabled."})
-
-
-class KeyPageSchema(ma.Schema):
-    items = fields.List(fields.Nested(KeySchema), required=True)
-    total = fields.Integer(required=True)
-    page = fields.Integer(required=True)
-    limit = fields.Integer(required=True)
 
 
 class VerifiedKeySchema(ma.Schema):
@@ -118,6 +114,17 @@ class VerifiedKeySchema(ma.Schema):
     environment = fields.String(required=True)
     name = fields.String(required=True)
     publicKey = fields.String(required=True, attribute="public_key")
+    scopes = fields.List(fields.String(), required=True)
+    meta = fields.Dict(required=True)
+    expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
+
+
+class AuditEntrySchema(ma.Schema):
+    id = fields.Integer(required=True)
+    action = fields.String(required=True, metadata={"example": "key.created"})
+    keyId = fields.String(required=True, attribute="key_id")
+    actor = fields.String(required=True, allow_none=True, metadata={"description": "The token's sub claim."})
+    createdAt = Timestamp(required=True, attribute="created_at")
 
 
 class HealthSchema(ma.Schema):
@@ -138,6 +145,15 @@ def envelope(name: str, status: int, data: type[ma.Schema]) -> type[ma.Schema]:
     )
 
 
+def page_of(name: str, item: type[ma.Schema]) -> type[ma.Schema]:
+    """Return the schema of one page of items: {"items": [...], "total", "page", "limit"}."""
+    page_fields = {"items": fields.List(fields.Nested(item), required=True)}
+    page_fields |= {field: fields.Integer(required=True) for field in ("total", "page", "limit")}
+    return type(name, (ma.Schema,), page_fields)
+
+
+KeyPageSchema = page_of("KeyPageSchema", KeySchema)
+AuditPageSchema = page_of("AuditPageSchema", AuditEntrySchema)
 CreatedKeyEnvelopeSchema = envelope("CreatedKeyEnvelopeSchema", 201, CreatedKeySchema)
 KeyEnvelopeSchema = envelope("KeyEnvelopeSchema", 200, KeySchema)
 KeyPageEnvelopeSchema = envelope("KeyPageEnvelopeSchema", 200, KeyPageSchema)
@@ -145,6 +161,7 @@ RegeneratedKeyEnvelopeSchema = envelope("RegeneratedKeyEnvelopeSchema", 200, Reg
 ToggledKeyEnvelopeSchema = envelope("ToggledKeyEnvelopeSchema", 200, ToggledKeySchema)
 VerifiedKeyEnvelopeSchema = envelope("VerifiedKeyEnvelopeSchema", 200, VerifiedKeySchema)
 HealthEnvelopeSchema = envelope("HealthEnvelopeSchema", 200, HealthSchema)
+AuditPageEnvelopeSchema = envelope("AuditPageEnvelopeSchema", 200, AuditPageSchema)
 
 
 class DeletedSchema(ma.Schema):

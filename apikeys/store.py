@@ -1,16 +1,16 @@
-"""Query functions on api_keys. Each takes a Connection; the caller owns the transaction."""
+"""Query functions on api_keys and audit_log. Each takes a Connection; the caller owns the transaction."""
 
 from __future__ import annotations
 
-from collections import namedtuple
 from datetime import datetime
 from datetime import timedelta
 
 import sqlalchemy as sa
 
 from apikeys.db import api_keys
+from apikeys.db import audit_log
 
-# The columns a dashboard response shows: never the hash.
+# The columns a dashboard response shows: never a hash or a digest.
 PUBLIC_COLUMNS = (
     api_keys.c.id,
     api_keys.c.name,
@@ -19,6 +19,9 @@ PUBLIC_COLUMNS = (
     api_keys.c.active,
     api_keys.c.created_at,
     api_keys.c.last_used_at,
+    api_keys.c.expires_at,
+    api_keys.c.scopes,
+    api_keys.c.meta,
 )
 
 
@@ -37,7 +40,7 @@ def count_keys(conn: sa.Connection, tenant_id: str) -> int:
     return conn.execute(query).scalar_one()
 
 
-def list_keys(conn: sa.Connection, tenant_id: str, limit: int, offset: int) -> list[sa.Row]:
+def list_keys(conn: sa.Connection, tenant_id: str, limit: int | None, offset: int) -> list[sa.Row]:
     """Return one page of a tenant's keys, newest first, ties broken by id."""
     query = (
         sa.select(*PUBLIC_COLUMNS)
@@ -54,89 +57,49 @@ def get_key(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | None:
     return conn.execute(sa.select(*PUBLIC_COLUMNS).where(_owned(tenant_id, key_id))).one_or_none()
 
 
-# The verifier's statement is built once: SQLAlchemy then finds it in its compiled
-# cache without rebuilding its cache key on every verification.
-_BY_PUBLIC_KEY = sa.select(api_keys).where(api_keys.c.public_key == sa.bindparam("public_key"))
+def find_by_public_keys(conn: sa.Connection, public_keys: list[str]) -> dict[str, sa.Row]:
+    """Return the rows (tenant, hash and digest included) of these public keys, by public key."""
+    columns = (api_keys.c.public_key, api_keys.c.tenant_id, api_keys.c.secret_hash, api_keys.c.secret_digest)
+    rows = conn.execute(sa.select(*columns).where(api_keys.c.public_key.in_(public_keys)))
+    return {row.public_key: row for row in rows}
 
 
-def find_by_public_key(conn: sa.Connection, public_key: str) -> sa.Row | None:
-    """Return the whole row of a public key, or None."""
-    return conn.execute(_BY_PUBLIC_KEY, {"public_key": public_key}).one_or_none()
-
-
-KeyRow = namedtuple("KeyRow", [column.name for column in api_keys.c])
-
-
-class KeyLookup:
-    """The verifier's one query, compiled once for an engine and run on a pooled DBAPI connection.
-
-    Every verification runs it, so it skips Connection.execute's per-call work
-    (about half of a cached verification); the SQL, the bound parameter style and
-    the conversion of each column still come from SQLAlchemy, for any dialect.
-    """
-
-    def __init__(self, engine: sa.Engine):
-        dialect = engine.dialect
-        compiled = _BY_PUBLIC_KEY.compile(dialect=dialect)
-        self.engine = engine
-        self.sql = str(compiled)
-        self.positional = bool(compiled.positional)
-        # PostgreSQL drivers would wrap the one SELECT in BEGIN ... ROLLBACK: two more
-        # round trips than the query itself. (pysqlite begins no transaction for a SELECT.)
-        self.autocommit = dialect.name == "postgresql"
-        self.processors = [
-            (index, processor)
-            for index, column in enumerate(api_keys.c)
-            if (processor := column.type.dialect_impl(dialect).result_processor(dialect, None)) is not None
-        ]
-
-    def __call__(self, public_key: str) -> KeyRow | None:
-        """Return the whole row of a public key, or None."""
-        parameters = (public_key,) if self.positional else {"public_key": public_key}
-        connection = self.engine.raw_connection()  # back to the pool, rolled back, on close
-        try:
-            if self.autocommit:
-                connection.driver_connection.autocommit = True
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self.sql, parameters)
-                values = cursor.fetchone()
-            finally:
-                cursor.close()
-                if self.autocommit:
-                    connection.driver_connection.autocommit = False
-        finally:
-            connection.close()
-        if values is None:
-            return None
-        values = list(values)
-        for index, processor in self.processors:
-            values[index] = processor(values[index])
-        return KeyRow(*values)
-
-
-def get_secret_hash(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | None:
-    """Return a tenant's key's public key, environment and secret hash, or None."""
-    columns = (api_keys.c.public_key, api_keys.c.environment, api_keys.c.secret_hash)
+def get_secret(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | None:
+    """Return a tenant's key's public key, environment, secret hash and digest, or None."""
+    columns = (api_keys.c.public_key, api_keys.c.environment, api_keys.c.secret_hash, api_keys.c.secret_digest)
     return conn.execute(sa.select(*columns).where(_owned(tenant_id, key_id))).one_or_none()
 
 
-def set_secret_hash(conn: sa.Connection, tenant_id: str, key_id: str, secret_hash: str, expected_hash: str) -> bool:
-    """Replace a key's secret hash if it is still ``expected_hash``, and clear its failures; tell whether it did."""
+def replace_secret(conn: sa.Connection, tenant_id: str, key_id: str, expected_hash: str, **values) -> bool:
+    """Set a key's new secret (``values``) if its hash is still ``expected_hash``; tell whether it did."""
     statement = (
         sa.update(api_keys)
         .where(_owned(tenant_id, key_id), api_keys.c.secret_hash == expected_hash)
-        .values(secret_hash=secret_hash, failed_attempts=0, failed_window_start=None)
+        .values(failed_attempts=0, failed_window_start=None, **values)
     )
     return conn.execute(statement).rowcount == 1
 
 
+def update_key(conn: sa.Connection, tenant_id: str, key_id: str, values: dict) -> bool:
+    """Change a key's name, expiry, scopes or metadata; tell whether there was such a key."""
+    return conn.execute(sa.update(api_keys).where(_owned(tenant_id, key_id)).values(**values)).rowcount == 1
+
+
 def toggle_key(conn: sa.Connection, tenant_id: str, key_id: str) -> bool | None:
-    """Flip a key's active flag in one statement; return the new flag, or None if there is no such key."""
+    """Flip a key's active flag in one statement; return the new flag, or None if there is no such key.
+
+    Disabling also ends a previous secret's grace period: both secrets stop at once.
+    """
+    disabling = api_keys.c.active
     statement = (
         sa.update(api_keys)
         .where(_owned(tenant_id, key_id))
-        .values(active=sa.not_(api_keys.c.active))
+        .values(
+            active=sa.not_(api_keys.c.active),
+            previous_secret_hash=sa.case((disabling, None), else_=api_keys.c.previous_secret_hash),
+            previous_secret_digest=sa.case((disabling, None), else_=api_keys.c.previous_secret_digest),
+            previous_expires_at=sa.case((disabling, None), else_=api_keys.c.previous_expires_at),
+        )
         .returning(api_keys.c.active)
     )
     return conn.execute(statement).scalar_one_or_none()
@@ -158,19 +121,58 @@ def record_use(conn: sa.Connection, key_id: str, now: datetime, interval: timede
     conn.execute(statement)
 
 
-def record_failure(conn: sa.Connection, key_id: str, now: datetime, window: timedelta) -> None:
-    """Count one failed secret check, starting a new window when the last one has ended."""
+def reserve_bcrypt_check(conn: sa.Connection, key_id: str, now: datetime, window: timedelta, limit: int) -> bool:
+    """Count one bcrypt check of a key against its limit, in one statement; tell whether one was left."""
     expired = sa.or_(api_keys.c.failed_window_start.is_(None), api_keys.c.failed_window_start <= now - window)
     # Typed as the column, so it is stored as naive UTC like every timestamp (a bare
     # aware datetime would be sent as timestamptz and shifted to the session's zone).
     window_start = sa.bindparam("window_start", now, type_=api_keys.c.failed_window_start.type)
     statement = (
         sa.update(api_keys)
-        .where(api_keys.c.id == key_id)
+        .where(api_keys.c.id == key_id, sa.or_(expired, api_keys.c.failed_attempts < limit))
         .values(
-            # Both right-hand sides read the old row, so one statement is race-free.
+            # Both right-hand sides read the old row, so concurrent checks cannot overshoot the limit.
             failed_attempts=sa.case((expired, 1), else_=api_keys.c.failed_attempts + 1),
             failed_window_start=sa.case((expired, window_start), else_=api_keys.c.failed_window_start),
         )
     )
+    return conn.execute(statement).rowcount == 1
+
+
+def write_digest(conn: sa.Connection, key_id: str, secret_hash: str, digest: str, *, previous: bool = False) -> None:
+    """Store the digest of a secret that bcrypt just accepted, unless the secret was replaced meanwhile."""
+    hash_column, digest_column = (
+        ("previous_secret_hash", "previous_secret_digest") if previous else ("secret_hash", "secret_digest")
+    )
+    statement = (
+        sa.update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c[hash_column] == secret_hash)
+        .values({digest_column: digest, "failed_attempts": 0, "failed_window_start": None})
+    )
     conn.execute(statement)
+
+
+def add_audit_entry(conn: sa.Connection, tenant_id: str, action: str, key_id: str, actor: str | None, now) -> None:
+    """Record who did what to which key, in the caller's transaction."""
+    conn.execute(
+        sa.insert(audit_log).values(tenant_id=tenant_id, action=action, key_id=key_id, actor=actor, created_at=now)
+    )
+
+
+def count_audit_entries(conn: sa.Connection, tenant_id: str) -> int:
+    """Return how many audit entries a tenant has."""
+    query = sa.select(sa.func.count()).select_from(audit_log).where(audit_log.c.tenant_id == tenant_id)
+    return conn.execute(query).scalar_one()
+
+
+def list_audit_entries(conn: sa.Connection, tenant_id: str, limit: int | None, offset: int) -> list[sa.Row]:
+    """Return one page of a tenant's audit log, newest first, in the exact order of the changes."""
+    columns = (audit_log.c.id, audit_log.c.action, audit_log.c.key_id, audit_log.c.actor, audit_log.c.created_at)
+    query = (
+        sa.select(*columns)
+        .where(audit_log.c.tenant_id == tenant_id)
+        .order_by(audit_log.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(conn.execute(query))

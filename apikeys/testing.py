@@ -33,12 +33,14 @@ log = logging.getLogger(__name__)
 
 
 def throwaway_config(database_url: str) -> dict:
-    """Return the configuration of a throwaway apikeys app: fast bcrypt and a random JWT secret."""
+    """Return the configuration of a throwaway apikeys app: fast bcrypt, a random JWT secret and verifier key."""
     return {
         "TESTING": True,
         "APIKEYS_DATABASE_URL": database_url,
         "APIKEYS_JWT_SECRET": secrets.token_urlsafe(64),  # long enough for HS512 too
+        "APIKEYS_VERIFIER_KEY": secrets.token_urlsafe(32),
         "APIKEYS_BCRYPT_ROUNDS": 4,  # bcrypt's minimum: a key costs about a millisecond
+        "APIKEYS_METRICS": False,
     }
 
 
@@ -49,11 +51,10 @@ def create_test_app(directory: Path) -> Flask:
 
     database_url = f"sqlite:///{directory / 'apikeys.sqlite3'}"
     app = create_app(throwaway_config(database_url), instance_path=str(directory / "instance"))
-    engine = db.get_engine(app)
     try:
-        db.upgrade(engine)
+        db.prepare(app)
     except BaseException:
-        engine.dispose()
+        db.get_engine(app).dispose()
         raise
     return app
 
@@ -124,20 +125,29 @@ class ApikeysServer:
         if self.app is not None:
             db.get_engine(self.app).dispose()
 
+    @property
+    def settings(self) -> dict[str, str]:
+        """The settings a service that verifies this server's keys itself (``ApiKeys(app)``) needs."""
+        config = self.app.config
+        return {"APIKEYS_DATABASE_URL": self.database_url, "APIKEYS_VERIFIER_KEY": config["APIKEYS_VERIFIER_KEY"]}
+
     def token(self, tenant: str, **claims) -> str:
         """Return a JWT for ``tenant`` that this server accepts; ``claims`` add or override claims."""
         from apikeys.tokens import issue_token
 
         return issue_token(self.app.config, tenant, TOKEN_TTL, **claims)
 
-    def create_key(self, tenant: str, name: str = "test key", environment: str = "test") -> dict:
-        """Create a key over HTTP and return the create answer's ``data`` (``fullKey`` included)."""
+    def create_key(self, tenant: str, name: str = "test key", environment: str = "test", **policy) -> dict:
+        """Create a key over HTTP and return the create answer's ``data`` (``fullKey`` included).
+
+        ``policy`` takes the create body's optional fields: ``expiresAt``, ``scopes``, ``meta``.
+        """
         import urllib.error
         import urllib.request
 
         request = urllib.request.Request(  # noqa: S310 (our own http:// URL)
             self.url + "/dashboard/api-keys",
-            data=json.dumps({"name": name, "environment": environment}).encode(),
+            data=json.dumps({"name": name, "environment": environment, **policy}).encode(),
             headers={"Authorization": f"Bearer {self.token(tenant)}", "Content-Type": "application/json"},
             method="POST",
         )

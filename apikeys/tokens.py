@@ -1,60 +1,23 @@
-"""JWTs: the tenant of a dashboard request, the signing secret, and tokens for the CLI."""
+"""JWTs: the ``authenticate`` decorator that names a request's tenant, the signing secret, and tokens for the CLI."""
 
 from __future__ import annotations
 
+import functools
 import logging
-import os
-import secrets
-import tempfile
 import time
-import unicodedata
 
 import jwt
 from flask import current_app
 from flask import g
 from flask import request
-from flask_smorest import abort
+
+from apikeys import instance
+from apikeys import tenants
+from apikeys.errors import InvalidToken
 
 log = logging.getLogger(__name__)
 
 SECRET_FILE = "jwt-secret"
-MAX_TENANT_LENGTH = 255
-MIN_SECRET_LENGTH = 32
-
-
-def load_or_create_secret(instance_path: str) -> str:
-    """Return the signing secret kept in the instance folder, creating it (mode 0600) on first use."""
-    path = os.path.join(instance_path, SECRET_FILE)
-    try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    os.makedirs(instance_path, exist_ok=True)
-    # Write to a private temporary file, then link it into place: when several
-    # workers start at once, exactly one link wins and the others read its secret.
-    descriptor, temporary = tempfile.mkstemp(dir=instance_path, prefix=".jwt-secret-")
-    try:
-        with os.fdopen(descriptor, "w", encoding="ascii") as file:
-            file.write(secrets.token_urlsafe(48) + "\n")
-            file.flush()
-            os.fsync(file.fileno())  # never link an empty file into place
-        os.link(temporary, path)
-        log.warning("Generated a JWT signing secret and stored it in %s (mode 0600).", path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(temporary)
-    return _read_secret(path)
-
-
-def _read_secret(path: str) -> str:
-    if os.stat(path).st_mode & 0o077:
-        log.warning("%s can be read by other users; make it mode 0600.", path)
-    with open(path, encoding="ascii") as file:
-        secret = file.read().strip()
-    if len(secret) < MIN_SECRET_LENGTH:
-        raise RuntimeError(f"{path} holds no usable secret (under {MIN_SECRET_LENGTH} characters); delete it.")
-    return secret
 
 
 def init_app(app) -> None:
@@ -66,7 +29,9 @@ def init_app(app) -> None:
     if not algorithms or unusable:
         raise RuntimeError(f"APIKEYS_JWT_ALGORITHMS has no usable algorithm or unknown ones: {unusable or algorithms}")
     if any(a.startswith("HS") for a in algorithms) and not config["APIKEYS_JWT_SECRET"]:
-        config["APIKEYS_JWT_SECRET"] = load_or_create_secret(app.instance_path)
+        config["APIKEYS_JWT_SECRET"] = instance.load_or_create_secret(
+            app.instance_path, SECRET_FILE, "JWT signing secret"
+        )
     asymmetric = [a for a in algorithms if not a.startswith("HS")]
     if asymmetric and not config["APIKEYS_JWT_PUBLIC_KEY"]:
         raise RuntimeError(f"APIKEYS_JWT_PUBLIC_KEY is needed for {', '.join(asymmetric)}.")
@@ -84,54 +49,78 @@ def _key_for(algorithm: str, config) -> str | None:
     return config["APIKEYS_JWT_PUBLIC_KEY"] or None
 
 
+# What each failed check is called in the 401's message: never the token or a key.
+_REASONS = [
+    (jwt.ExpiredSignatureError, "The bearer token has expired."),
+    (jwt.ImmatureSignatureError, "The bearer token is not valid yet (nbf or iat is in the future)."),
+    (jwt.InvalidSignatureError, "The bearer token's signature does not match."),
+    (jwt.InvalidAudienceError, "The bearer token is not for this audience (aud)."),
+    (jwt.InvalidIssuerError, "The bearer token is not from the expected issuer (iss)."),
+    (jwt.InvalidAlgorithmError, "The bearer token's algorithm is not allowed."),
+    (jwt.DecodeError, "The bearer token is not a well-formed JWT."),
+]
+
+
 def decode_token(token: str, config) -> dict:
-    """Check a JWT against the configuration and return its claims; raise jwt.InvalidTokenError."""
-    allowed = config["APIKEYS_JWT_ALGORITHMS"]
-    algorithm = jwt.get_unverified_header(token).get("alg")
-    if algorithm not in allowed:
-        raise jwt.InvalidAlgorithmError("The token's algorithm is not allowed.")
-    key = _key_for(algorithm, config)
-    if key is None:
-        raise jwt.InvalidKeyError("No key is configured for the token's algorithm.")
-    return jwt.decode(
-        token,
-        key,
-        algorithms=[algorithm],
-        audience=config["APIKEYS_JWT_AUDIENCE"] or None,
-        issuer=config["APIKEYS_JWT_ISSUER"] or None,
-        leeway=config["APIKEYS_JWT_LEEWAY"],
-        options={"require": ["exp"], "verify_aud": bool(config["APIKEYS_JWT_AUDIENCE"])},
-    )
-
-
-def _unauthorized(message: str):
-    abort(401, message=message, code="INVALID_TOKEN", headers={"WWW-Authenticate": 'Bearer realm="apikeys"'})
-
-
-def current_tenant() -> str:
-    """Return the tenant named by the request's bearer token, or answer 401."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        _unauthorized("A bearer token is required in the Authorization header.")
+    """Check a JWT against the configuration and return its claims; raise InvalidToken saying which check failed."""
     try:
-        claims = decode_token(token.strip(), current_app.config)
-    except jwt.PyJWTError:  # InvalidKeyError (a key of the wrong type) is not an InvalidTokenError
-        _unauthorized("The bearer token is not valid.")
-    tenant = claims.get(current_app.config["APIKEYS_JWT_TENANT_CLAIM"])
-    if not valid_tenant(tenant):
-        _unauthorized("The bearer token names no tenant.")
-    g.tenant = tenant
-    return tenant
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        if algorithm not in config["APIKEYS_JWT_ALGORITHMS"]:
+            raise jwt.InvalidAlgorithmError
+        key = _key_for(algorithm, config)
+        if key is None:
+            raise InvalidToken("No key is configured for the bearer token's algorithm.")
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=config["APIKEYS_JWT_AUDIENCE"] or None,
+            issuer=config["APIKEYS_JWT_ISSUER"] or None,
+            leeway=config["APIKEYS_JWT_LEEWAY"],
+            options={"require": ["exp"], "verify_aud": bool(config["APIKEYS_JWT_AUDIENCE"])},
+        )
+    except jwt.MissingRequiredClaimError as error:
+        raise InvalidToken(f"The bearer token has no {error.claim} claim.") from None
+    except jwt.PyJWTError as error:  # InvalidKeyError (a key of the wrong type) is not an InvalidTokenError
+        message = next((text for kind, text in _REASONS if isinstance(error, kind)), "The bearer token is not valid.")
+        raise InvalidToken(message) from None
+    now = time.time()
+    # The leeway forgives a clock a little ahead (nbf, iat); an expired token stays expired.
+    if claims["exp"] <= now:
+        raise InvalidToken("The bearer token has expired.")
+    max_lifetime = config["APIKEYS_JWT_MAX_LIFETIME"]
+    if max_lifetime and claims["exp"] > now + max_lifetime + config["APIKEYS_JWT_LEEWAY"]:
+        raise InvalidToken(f"The bearer token lives too long: it may expire at most {max_lifetime} s from now.")
+    return claims
 
 
-def valid_tenant(tenant) -> bool:
-    """Tell whether a tenant name can be stored: a string of 1 to 255 characters, no control characters."""
-    return (
-        isinstance(tenant, str)
-        and 0 < len(tenant) <= MAX_TENANT_LENGTH
-        and not any(unicodedata.category(char) in ("Cc", "Cs") for char in tenant)
-    )
+def tenant_of(claims: dict, config) -> tuple[str, str | None]:
+    """Return the tenant and the actor (the ``sub`` claim, or None) of checked claims; raise InvalidToken."""
+    claim = config["APIKEYS_JWT_TENANT_CLAIM"]
+    tenant = claims.get(claim)
+    if tenant is None:
+        raise InvalidToken(f"The bearer token has no {claim} claim naming the tenant.")
+    if not tenants.is_valid(tenant):
+        raise InvalidToken(f"The bearer token's {claim} claim is not a valid tenant: {tenants.RULE}.")
+    actor = claims.get("sub")
+    if actor is not None and not tenants.is_valid(actor):
+        raise InvalidToken(f"The bearer token's sub claim must be {tenants.RULE}.")
+    return tenant, actor
+
+
+def authenticate(view):
+    """Run ``view`` only for a request with a valid bearer token; put its tenant and actor on ``g``."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise InvalidToken()
+        config = current_app.config
+        g.tenant, g.actor = tenant_of(decode_token(token.strip(), config), config)
+        return view(*args, **kwargs)
+
+    return wrapper
 
 
 def issue_token(config, tenant: str, ttl: int, **claims) -> str:

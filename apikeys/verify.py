@@ -1,29 +1,42 @@
-"""Verifying a presented API key: the helper, the Flask extension and the decorator."""
+"""Verifying a presented API key: the Flask extension and its per-app state, the helper and the decorator.
+
+Verification reads the key's row once and compares a keyed digest of the
+presented secret with the stored one (HMAC-SHA256 under the verifier key):
+the same microseconds for a right or a wrong secret, on a cold worker or a
+warm one, and nothing kept between requests, so a change made anywhere is
+seen by the next verification everywhere. Only a row without a digest under
+this verifier key (written before digests existed, or under another key)
+takes bcrypt, once: a limited number of tries per window, after which its
+digest is written and bcrypt is never needed for it again.
+"""
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
 import math
-import secrets
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
 from datetime import timedelta
 
 from flask import current_app
 from flask import g
+from flask import has_app_context
 from flask import request
 
 from apikeys import config as config_module
 from apikeys import db
+from apikeys import errors
+from apikeys import instance
 from apikeys import keys
+from apikeys import scopes as scopes_module
 from apikeys import store
-from apikeys.errors import error_response
+from apikeys.errors import VerificationError
+from apikeys.lookup import KeyLookup
+from apikeys.lookup import KeyRow
 
 API_KEY_HEADER = "X-Api-Key"
-WWW_AUTHENTICATE = 'ApiKey realm="apikeys"'
+VERIFIER_KEY_FILE = "verifier-key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,197 +48,150 @@ class VerifiedKey:
     environment: str
     name: str
     public_key: str
+    scopes: tuple[str, ...] = ()
+    meta: dict | None = None
+    expires_at: datetime | None = None
 
 
-class VerificationError(Exception):
-    """A presented key was refused; ``code`` says why and ``status`` is the HTTP answer."""
+class State:
+    """What one app's apikeys needs: the engine, the verifier key and the compiled lookup."""
 
-    status = 401
-    code = "INVALID_API_KEY"
-    message = "The API key is not valid."
-
-    def __init__(self, message: str | None = None, *, retry_after: int | None = None):
-        super().__init__(message or self.message)
-        self.message = message or self.message
-        self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        """Return the headers an HTTP answer to this error carries."""
-        headers = {}
-        if self.status == 401:
-            headers["WWW-Authenticate"] = WWW_AUTHENTICATE
-        if self.retry_after is not None:
-            headers["Retry-After"] = str(self.retry_after)
-        return headers
+    def __init__(self, app):
+        config = app.config
+        self.engine = db.create_engine(app)
+        secret = config["APIKEYS_VERIFIER_KEY"] or instance.load_or_create_secret(
+            app.instance_path, VERIFIER_KEY_FILE, "verifier key"
+        )
+        self.verifier = keys.Verifier(secret)
+        self.lookup = KeyLookup(self.engine)
+        self.bcrypt_rounds = config["APIKEYS_BCRYPT_ROUNDS"]
+        self.last_used_interval = timedelta(seconds=config["APIKEYS_LAST_USED_INTERVAL"])
+        self.attempts_limit = config["APIKEYS_FAILED_ATTEMPTS_LIMIT"]
+        self.attempts_window = timedelta(seconds=config["APIKEYS_FAILED_ATTEMPTS_WINDOW"])
+        self.verifier_checked = False
+        self.metrics = None  # set by apikeys.metrics when the service counts verifications
 
 
-class MissingApiKey(VerificationError):
-    code = "MISSING_API_KEY"
-    message = "An API key is required in the X-Api-Key header."
-
-
-class InvalidApiKey(VerificationError):
-    code = "INVALID_API_KEY"
-    message = "The API key is not valid."
-
-
-class TooManyFailedAttempts(VerificationError):
-    # 401, not 429: reverse proxies turn an auth answer other than 401/403 into a 500.
-    code = "TOO_MANY_FAILED_ATTEMPTS"
-    message = "Too many failed attempts for this API key; try again later."
-
-
-class ApiKeyDisabled(VerificationError):
-    status = 403
-    code = "API_KEY_DISABLED"
-    message = "The API key is disabled."
-
-
-class WrongEnvironment(VerificationError):
-    status = 403
-    code = "WRONG_ENVIRONMENT"
-    message = "The API key belongs to another environment."
-
-
-class VerifiedSecrets:
-    """A bounded LRU of secrets that passed bcrypt, safe by construction.
-
-    Entries are keyed by (key id, stored bcrypt hash), so a regenerated key
-    misses at once, and hold only an HMAC of the secret under a key that lives
-    and dies with this process. Rows are still read on every verification, so
-    toggle and delete need no invalidation either.
-    """
-
-    def __init__(self, size: int):
-        self.size = size
-        self._key = secrets.token_bytes(32)
-        self._entries: OrderedDict[tuple[str, str], bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _digest(self, secret: str) -> bytes:
-        return hmac.new(self._key, secret.encode("ascii"), hashlib.sha256).digest()
-
-    def matches(self, key_id: str, secret_hash: str, secret: str) -> bool:
-        """Tell whether ``secret`` already passed bcrypt against this very hash."""
-        with self._lock:
-            digest = self._entries.get((key_id, secret_hash))
-            if digest is None:
-                return False
-            self._entries.move_to_end((key_id, secret_hash))
-        return hmac.compare_digest(digest, self._digest(secret))
-
-    def remember(self, key_id: str, secret_hash: str, secret: str) -> None:
-        """Remember that ``secret`` passed bcrypt against this hash."""
-        if self.size <= 0:
-            return
-        digest = self._digest(secret)
-        with self._lock:
-            self._entries[(key_id, secret_hash)] = digest
-            self._entries.move_to_end((key_id, secret_hash))
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+def get_state(app=None) -> State:
+    """Return the apikeys state of ``app`` (the current app by default)."""
+    if app is None:
+        if not has_app_context():
+            raise RuntimeError(
+                "apikeys needs an application context: call it inside a request, or in `with app.app_context():`."
+            )
+        app = current_app
+    try:
+        return app.extensions["apikeys"]
+    except KeyError:
+        raise RuntimeError("apikeys is not set up on this app: call ApiKeys(app) or ApiKeys().init_app(app).") from None
 
 
 class ApiKeys:
     """The Flask extension that verifies API keys against the apikeys database."""
 
     def __init__(self, app=None):
-        self.cache: VerifiedSecrets | None = None
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app) -> None:
-        """Set up verification on ``app``, and its database unless it already has one."""
+        """Check the app's apikeys settings and set up its engine, verifier key and error envelope."""
         if "apikeys" in app.extensions:
             raise RuntimeError("ApiKeys is already set up on this app; call init_app once.")
-        for name, default in config_module.DEFAULTS.items():
-            app.config.setdefault(name, default)
-        if "apikeys.db" not in app.extensions:
-            db.init_app(app)
-        self.cache = VerifiedSecrets(app.config["APIKEYS_CACHE_SIZE"])
-        app.extensions["apikeys"] = self
-        app.register_error_handler(VerificationError, handle_verification_error)
+        config_module.check(app.config)
+        app.extensions["apikeys"] = State(app)
+        app.register_error_handler(errors.ApiKeysError, errors.handle_error)
 
-    def verify(self, full_key: str | None, environment: str | None = None, *, app=None) -> VerifiedKey:
-        """Check a presented full key and return who it belongs to; raise VerificationError."""
-        app = app or current_app._get_current_object()  # one proxy lookup on the hot path
-        if not full_key:
-            raise MissingApiKey()
-        parsed = keys.parse_full_key(full_key)
-        if parsed is None:
-            raise InvalidApiKey()
-        config = app.config
-        now = db.utcnow()
-        row = self._lookup(app)(parsed.public_key)
-        if row is None:
-            raise InvalidApiKey()
-        if not self.cache.matches(row.id, row.secret_hash, parsed.secret):
-            self._check_secret(app, row, parsed.secret, now)
-        if not row.active:
-            raise ApiKeyDisabled()
-        if environment is not None and row.environment != environment:
-            raise WrongEnvironment()
-        interval = timedelta(seconds=config["APIKEYS_LAST_USED_INTERVAL"])
-        # Decide from the row we already have, so a hot key costs no write at
-        # all; the statement's own condition settles races between workers.
-        if row.last_used_at is None or row.last_used_at < now - interval:
-            with db.get_engine(app).begin() as conn:
-                store.record_use(conn, row.id, now, interval)
-        return VerifiedKey(
-            id=row.id,
-            tenant_id=row.tenant_id,
-            environment=row.environment,
-            name=row.name,
-            public_key=row.public_key,
-        )
-
-    @staticmethod
-    def _lookup(app) -> store.KeyLookup:
-        lookup = app.extensions.get("apikeys.lookup")
-        if lookup is None:
-            lookup = app.extensions["apikeys.lookup"] = store.KeyLookup(db.get_engine(app))
-        return lookup
-
-    def _check_secret(self, app, row, secret: str, now) -> None:
-        config = app.config
-        window = timedelta(seconds=config["APIKEYS_FAILED_ATTEMPTS_WINDOW"])
-        limit = config["APIKEYS_FAILED_ATTEMPTS_LIMIT"]
-        window_open = row.failed_window_start is not None and row.failed_window_start > now - window
-        if limit > 0 and window_open and row.failed_attempts >= limit:
-            # Under a wrong-secret flood, refuse without running bcrypt at all.
-            remaining = (row.failed_window_start + window - now).total_seconds()
-            raise TooManyFailedAttempts(retry_after=max(1, math.ceil(remaining)))
-        if not keys.check_secret(secret, row.secret_hash):
-            with db.get_engine(app).begin() as conn:
-                store.record_failure(conn, row.id, now, window)
-            raise InvalidApiKey()
-        self.cache.remember(row.id, row.secret_hash, secret)
+    def verify(self, full_key: str | None, environment: str | None = None, scopes=None) -> VerifiedKey:
+        """Check a presented full key with the current app; raise VerificationError."""
+        return verify_key(get_state(), full_key, environment, scopes)
 
 
-def handle_verification_error(error: VerificationError):
-    """Answer a refused key with the error envelope."""
-    return error_response(error.status, error.message, code=error.code, headers=error.headers())
+def verify_key(state: State, full_key: str | None, environment=None, scopes=None) -> VerifiedKey:
+    """Check a presented full key and return who it belongs to; raise VerificationError."""
+    if not full_key:
+        raise errors.MissingApiKey()
+    # Surrounding blanks are dropped, as werkzeug drops them from a header.
+    parsed = keys.parse_full_key(full_key.strip(" \t"))
+    if parsed is None:
+        raise errors.InvalidApiKey()
+    if not state.verifier_checked:
+        db.check_verifier_key(state.engine, state.verifier.fingerprint)
+        state.verifier_checked = True
+    row = state.lookup(parsed.public_key)
+    if row is None:
+        raise errors.InvalidApiKey()
+    now = db.utcnow()
+    _check_secret(state, row, parsed.secret, now)
+    if not row.active:
+        raise errors.ApiKeyDisabled()
+    if row.expires_at is not None and row.expires_at <= now:
+        raise errors.ApiKeyExpired()
+    if environment is not None and row.environment != environment:
+        raise errors.WrongEnvironment()
+    if scopes:
+        missing = scopes_module.missing(row.scopes, scopes)
+        if missing:
+            raise errors.InsufficientScope(f"The API key does not grant the required scopes: {' '.join(missing)}.")
+    # Decide from the row we already have, so a hot key costs no write at all;
+    # the statement's own condition settles races between workers.
+    if row.last_used_at is None or row.last_used_at < now - state.last_used_interval:
+        with state.engine.begin() as conn:
+            store.record_use(conn, row.id, now, state.last_used_interval)
+    return VerifiedKey(
+        row.id, row.tenant_id, row.environment, row.name, row.public_key, tuple(row.scopes), row.meta, row.expires_at
+    )
 
 
-def verify_api_key(full_key: str | None, environment: str | None = None) -> VerifiedKey:
+def _check_secret(state: State, row: KeyRow, secret: str, now: datetime) -> None:
+    verifier = state.verifier
+    digest = verifier.digest(secret)
+    if verifier.owns(row.secret_digest):
+        if hmac.compare_digest(row.secret_digest, digest):
+            return
+    elif _bcrypt_check(state, row, secret, row.secret_hash, digest, now, previous=False):
+        return
+    if row.previous_expires_at is None or row.previous_expires_at <= now:
+        raise errors.InvalidApiKey()
+    if verifier.owns(row.previous_secret_digest):
+        if hmac.compare_digest(row.previous_secret_digest, digest):
+            return
+    elif _bcrypt_check(state, row, secret, row.previous_secret_hash, digest, now, previous=True):
+        return
+    raise errors.InvalidApiKey()
+
+
+def _bcrypt_check(state: State, row: KeyRow, secret: str, secret_hash, digest: str, now, *, previous: bool) -> bool:
+    """The way in for a row without a digest under this verifier key: bcrypt, a limited number of times per window."""
+    if secret_hash is None:
+        return False
+    limit = state.attempts_limit
+    if limit > 0:
+        # Reserve the try before running bcrypt, so concurrent tries cannot overshoot the limit.
+        with state.engine.begin() as conn:
+            reserved = store.reserve_bcrypt_check(conn, row.id, now, state.attempts_window, limit)
+        if not reserved:
+            started = row.failed_window_start or now
+            remaining = (started + state.attempts_window - now).total_seconds()
+            raise errors.TooManyFailedAttempts(retry_after=max(1, math.ceil(remaining)))
+    if not keys.check_secret(secret, secret_hash):
+        return False
+    with state.engine.begin() as conn:
+        store.write_digest(conn, row.id, secret_hash, digest, previous=previous)
+    return True
+
+
+def verify_api_key(full_key: str | None, environment: str | None = None, scopes=None) -> VerifiedKey:
     """Verify a full key with the current app's ApiKeys; raise VerificationError."""
-    try:
-        extension = current_app.extensions["apikeys"]
-    except KeyError:
-        raise RuntimeError("ApiKeys is not set up on this app: call ApiKeys(app) first.") from None
-    return extension.verify(full_key, environment)
+    return verify_key(get_state(), full_key, environment, scopes)
 
 
-def require_api_key(environment: str | None = None):
-    """Decorate a view so that it runs only for a valid X-Api-Key; the key is on ``g.api_key``."""
+def require_api_key(environment=None, *, scopes=None):
+    """Decorate a view so that it runs only for a valid X-Api-Key (granting ``scopes``); the key is on ``g.api_key``."""
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            g.api_key = verify_api_key(request.headers.get(API_KEY_HEADER), environment)
+            g.api_key = verify_api_key(request.headers.get(API_KEY_HEADER), environment, scopes)
             return view(*args, **kwargs)
 
         return wrapper
@@ -234,3 +200,6 @@ def require_api_key(environment: str | None = None):
         view, environment = environment, None
         return decorator(view)
     return decorator
+
+
+__all__ = ["ApiKeys", "VerificationError", "VerifiedKey", "get_state", "require_api_key", "verify_api_key"]

@@ -1,34 +1,36 @@
-"""`make bench`: apikeys under gunicorn against a plain Flask endpoint, in-process verification, the size sweep.
+"""`make bench`: apikeys' /verify under its own gunicorn configuration against a plain Flask app under plain gunicorn.
 
-Prints one markdown report on stdout (progress goes to stderr); with
-``--write docs/benchmarks.md`` it also replaces the generated part of that file.
-Everything runs on 127.0.0.1 in a temporary directory that is removed at the end.
+Prints one markdown report on stdout (progress on stderr); with ``--write docs/benchmarks.md``
+it also replaces the generated part of that file. Everything runs on 127.0.0.1 in a
+temporary directory that is removed at the end; the load generator is wrk.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import secrets
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import inprocess
-import phases
-import render
-import report
-from loadgen import LoadGenerator
-from servers import Server
+from bench import report
+from tests.servers import Gunicorn
+from tests.servers import call
+from tests.servers import service_env
+from tests.servers import token_for
 
-from apikeys import config as config_module
-from apikeys.tokens import issue_token
-from apikeys.verify import API_KEY_HEADER
-
-ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 TENANT = "bench"
 STARTED = time.monotonic()
+TARGET_RATIO = 0.8  # issue 9: /verify at least 0.8 x the plain baseline
 
 
 def log(message: str) -> None:
@@ -39,121 +41,272 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Read the command line; ``--quick`` shortens everything for a smoke run."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto", help="load generator")
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per load run (default 10)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating plain/apikeys rounds (default 2)")
-    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (default 16)")
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per measured wrk run (default 6)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved baseline/apikeys runs each (default 5)")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections (default 16)")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers for both servers (default 4)")
-    parser.add_argument("--uncached-keys", type=int, default=48, help="distinct keys for the uncached phase")
-    parser.add_argument("--flood-attempts", type=int, default=300)
-    parser.add_argument("--flood-clients", type=int, default=16)
-    parser.add_argument("--verify-calls", type=int, default=5000, help="timed in-process verify calls")
-    parser.add_argument("--sizes", default="1000,100000,1000000", help="size sweep, comma-separated key counts")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 s phases, sizes 1000,10000")
-    parser.add_argument("--skip-http", action="store_true", help="skip everything that needs gunicorn")
-    parser.add_argument("--skip-sweep", action="store_true", help="skip the size sweep")
-    parser.add_argument("--profile", action="store_true", help="cProfile cached verify_api_key (to stderr)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, databases)")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers of both servers (default 4)")
+    parser.add_argument("--keys", type=int, default=16, help="keys for the cold/warm and wrong/right phases")
+    parser.add_argument("--calls", type=int, default=3000, help="timed in-process verify_api_key calls")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s runs, 2 rounds, 6 keys")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, database)")
     parser.add_argument("--write", type=Path, help="also write the report into this markdown file")
     args = parser.parse_args(argv)
     if args.quick:
-        args.duration = min(args.duration, 2.0)
-        args.uncached_keys = min(args.uncached_keys, 12)
-        args.verify_calls = min(args.verify_calls, 2000)
-        if args.sizes == parser.get_default("sizes"):
-            args.sizes = "1000,10000"
-    args.sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
-    if not 1 <= args.rounds <= 10 or not 1 <= args.duration <= 120 or any(s < 1 or s > 10_000_000 for s in args.sizes):
-        parser.error("rounds 1-10, duration 1-120 s, sizes 1-10,000,000")
+        args.duration, args.rounds, args.keys, args.calls = min(args.duration, 3.0), 2, 6, 1000
+    if not 1 <= args.rounds <= 10 or not 1 <= args.duration <= 120 or not 1 <= args.keys <= 200:
+        parser.error("rounds 1-10, duration 1-120 s, keys 1-200")
+    if shutil.which("wrk") is None:
+        parser.error("wrk is not installed: `apt-get install wrk` (make bench does it)")
     return args
 
 
-def http_benchmarks(args: argparse.Namespace, tmp: Path, generator: LoadGenerator) -> dict:
-    """Run every phase that needs gunicorn: one server at a time, plain and apikeys alternating."""
-    jwt_secret = secrets.token_urlsafe(48)
-    common = {"APIKEYS_BCRYPT_ROUNDS": "12", "APIKEYS_JWT_SECRET": jwt_secret}
-    service_env = common | {
-        "APIKEYS_INSTANCE_PATH": str(tmp / "service"),
-        "APIKEYS_DATABASE_URL": f"sqlite:///{tmp / 'service' / 'apikeys.sqlite3'}",
-    }
-    # The plain app runs under the same gunicorn.conf.py, whose on_starting hook builds an apikeys
-    # database in the master: give it its own, so the two configurations stay identical.
-    plain_env = common | {
-        "APIKEYS_INSTANCE_PATH": str(tmp / "plain"),
-        "APIKEYS_DATABASE_URL": f"sqlite:///{tmp / 'plain' / 'apikeys.sqlite3'}",
-    }
-    token = issue_token(config_module.DEFAULTS | {"APIKEYS_JWT_SECRET": jwt_secret}, TENANT, 3 * 3600)
-    service = {"app": "app:app", "env": service_env, "log_dir": tmp, "workers": args.workers}
-    plain = {"app": "bench.plain_app:app", "env": plain_env, "log_dir": tmp, "workers": args.workers}
-    results: dict = {"plain": [], "cached": [], "dashboard": [], "floods": []}
+def server_cpu_seconds(pid: int) -> float:
+    """Return the CPU seconds (user + system) that process group ``pid`` (master and workers) has used."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pid:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    with Server(**service, ready_path="/healthz") as server:
-        count = 1 + args.uncached_keys + 2
-        log(f"creating {count} keys through the API (bcrypt 12)")
-        started = time.monotonic()
-        created = phases.create_keys(server.port, token, count)
-        results["create_s"] = time.monotonic() - started
-        results["keys_created"] = count
-        cached_key, victims = created[0], created[-2:]
-        log(f"uncached first verification of {args.uncached_keys} distinct keys")
-        results["uncached"] = phases.uncached(
-            server.port, created[1 : 1 + args.uncached_keys], args.workers, budget_s=max(3 * args.duration, 20)
+
+def wrk(server: Gunicorn, path: str, seconds: float, args, keys: list[str] = (), tmp: Path | None = None) -> dict:
+    """Run wrk against ``server`` (X-Api-Key values round-robin from ``keys``); return req/s, latency, errors."""
+    env = dict(os.environ)
+    if keys:
+        keys_file = tmp / f"keys-{secrets.token_hex(4)}.txt"
+        keys_file.touch(mode=0o600)
+        keys_file.write_text("\n".join(keys) + "\n")
+        env["BENCH_KEYS_FILE"] = str(keys_file)
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "10s"]
+    command += ["-s", str(HERE / "wrk_report.lua"), server.url + path]
+    cpu = server_cpu_seconds(server.process.pid)
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    cpu = server_cpu_seconds(server.process.pid) - cpu
+    run = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))[len("BENCH_JSON ") :])
+    run["rps"] = run["requests"] / (run["duration_us"] / 1e6)
+    run["cpu_ms"] = 1000 * cpu / run["requests"] if run["requests"] else 0.0
+    return run
+
+
+def create_keys(base: str, token: str, count: int) -> list[dict]:
+    """Create ``count`` keys through POST /dashboard/api-keys, four at a time."""
+
+    def create(number: int) -> dict:
+        status, body = call(
+            base, "POST", "/dashboard/api-keys", token=token, body={"name": f"bench {number}", "environment": "test"}
         )
-        for victim, everywhere in zip(victims, (False, True), strict=True):
-            log(f"wrong-secret flood: {args.flood_attempts} attempts from {args.flood_clients} clients")
-            results["floods"].append(
-                phases.flood(server.port, victim, args.flood_attempts, args.flood_clients, everywhere)
-            )
+        if status != 201:
+            raise RuntimeError(f"creating a key answered {status}")
+        return body["data"]
 
-    verify_headers = {API_KEY_HEADER: cached_key["full_key"]}
-    dashboard_headers = {"Authorization": f"Bearer {token}"}
-    warmup = min(2.0, args.duration)
-    for round_number in range(1, args.rounds + 1):
-        log(f"round {round_number}/{args.rounds}: plain Flask endpoint")
-        with Server(**plain, ready_path="/plain") as server:
-            generator.run(server.port, "/plain", {}, warmup)
-            results["plain"].append(generator.measure(server, "/plain", {}, args.duration))
-        log(f"round {round_number}/{args.rounds}: cached /verify, then GET /dashboard/api-keys")
-        with Server(**service, ready_path="/healthz") as server:
-            generator.run(server.port, "/verify", verify_headers, warmup)  # each worker pays its one bcrypt here
-            results["cached"].append(generator.measure(server, "/verify", verify_headers, args.duration))
-            path = "/dashboard/api-keys?page=1&limit=20"
-            results["dashboard"].append(generator.measure(server, path, dashboard_headers, args.duration))
+    with ThreadPoolExecutor(4) as pool:
+        return list(pool.map(create, range(count)))
+
+
+def wrong_keys(created: list[dict], per_key: int) -> list[str]:
+    """Return well-formed keys with valid checksums and wrong secrets, spread round-robin over ``created``."""
+    from apikeys import keys  # the key format; only here, where the benchmark has to forge keys
+
+    return [f"{key['publicKey']}.{keys.new_secret(key['environment'])}" for _ in range(per_key) for key in created]
+
+
+def timed_verifications(base: str, full_keys: list[str]) -> list[float]:
+    """Verify each key once, one request at a time; return the milliseconds each took (all must be 200)."""
+    times = []
+    for full_key in full_keys:
+        started = time.perf_counter()
+        status, _ = call(base, "GET", "/verify", api_key=full_key)
+        times.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            raise RuntimeError(f"a valid key answered {status}")
+    return times
+
+
+def in_process(env: dict[str, str], full_key: str, calls: int) -> dict:
+    """Time ``verify_api_key(full_key)`` inside an app context, on the database the server made."""
+    import apikeys
+
+    # The server's database and secrets (a host with another verifier key must not start).
+    config = {name: env[name] for name in ("APIKEYS_DATABASE_URL", "APIKEYS_JWT_SECRET", "APIKEYS_VERIFIER_KEY")}
+    app = apikeys.create_app(config, instance_path=env["APIKEYS_INSTANCE_PATH"])
+    samples = []
+    with app.app_context():
+        for number in range(calls + 200):
+            started = time.perf_counter_ns()
+            apikeys.verify_api_key(full_key)
+            if number >= 200:  # the first calls warm up connections and caches
+                samples.append((time.perf_counter_ns() - started) / 1000)
+    return {"calls": calls, "p50_us": statistics.median(samples), "p99_us": report.percentile(samples, 99)}
+
+
+def measure(args, tmp: Path) -> dict:
+    """Start both servers, run every phase, and return the raw results."""
+    jwt_secret = secrets.token_urlsafe(48)
+    instance = tmp / "apikeys"
+    database_url = f"sqlite:///{instance / 'apikeys.sqlite3'}"
+    env = service_env(database_url, jwt_secret, instance, APIKEYS_BCRYPT_ROUNDS="12")
+    plain_dir = tmp / "plain"
+    plain_dir.mkdir()
+    shutil.copy(HERE / "plain_app.py", plain_dir / "app.py")
+    results: dict = {"baseline": [], "verify": []}
+    with contextlib.ExitStack() as stack:
+        # As `apikeys serve` runs it: the package's own gunicorn settings, the app factory.
+        service = Gunicorn(
+            tmp,
+            env,
+            workers=args.workers,
+            app="apikeys:create_app()",
+            config="python:apikeys.gunicorn_conf",
+            access_log=False,
+        )
+        stack.enter_context(service)
+        plain = Gunicorn(tmp, {}, workers=args.workers, config=None, access_log=False, cwd=plain_dir)
+        stack.callback(plain.stop)
+        plain.start("/plain")
+        log(f"apikeys on {service.url}, baseline on {plain.url}; creating {1 + 2 * args.keys} keys (bcrypt 12)")
+        token = token_for(jwt_secret, TENANT, 3600)
+        created = create_keys(service.url, token, 1 + 2 * args.keys)
+        warm, cold, spread = created[0]["fullKey"], created[1 : 1 + args.keys], created[1 + args.keys :]
+
+        log("warm-up: 2 s on each server")
+        wrk(plain, "/plain", 2, args)
+        wrk(service, "/verify", 2, args, [warm], tmp)
+        for number in range(1, args.rounds + 1):
+            log(f"round {number}/{args.rounds}: baseline, then apikeys /verify ({args.duration:g} s each)")
+            results["baseline"].append(wrk(plain, "/plain", args.duration, args))
+            results["verify"].append(wrk(service, "/verify", args.duration, args, [warm], tmp))
+
+        log(f"cold against warm: {args.keys} just-written keys, one request at a time")
+        results["cold"] = timed_verifications(service.url, [key["fullKey"] for key in cold])
+        results["second"] = timed_verifications(service.url, [key["fullKey"] for key in cold])
+        results["warm"] = timed_verifications(service.url, [warm] * args.keys)
+
+        log(f"right secrets over {args.keys} keys (after a 3 s warm-up), then a wrong-secret flood over the same keys")
+        wrk(service, "/verify", 3, args, [key["fullKey"] for key in spread], tmp)
+        results["right"] = wrk(service, "/verify", args.duration, args, [key["fullKey"] for key in spread], tmp)
+        results["wrong"] = wrk(service, "/verify", args.duration, args, wrong_keys(spread, 20), tmp)
+
+        log(f"in process: {args.calls} verify_api_key calls")
+        results["in_process"] = in_process(env, warm, args.calls)
     return results
 
 
+def ms(microseconds: float) -> str:
+    """Format microseconds as milliseconds."""
+    return f"{microseconds / 1000:.2f}"
+
+
+def render(results: dict, args, machine: dict[str, str]) -> str:
+    """Return the generated report."""
+    baseline_rps = statistics.median(run["rps"] for run in results["baseline"])
+    verify_rps = statistics.median(run["rps"] for run in results["verify"])
+    ratio = verify_rps / baseline_rps
+    pairs = list(zip(results["baseline"], results["verify"], strict=True))
+    round_ratios = [verify["rps"] / base["rps"] for base, verify in pairs if base["rps"]]
+    # CPU per request moves much less than req/s when other work shares the machine.
+    cpu_ratio = statistics.median(r["cpu_ms"] for r in results["baseline"]) / max(
+        statistics.median(r["cpu_ms"] for r in results["verify"]), 1e-9
+    )
+    cores = os.cpu_count() or 1
+    busy = float(machine["Load average at start (1/5/15 min)"].split(" / ")[0]) > cores / 4
+
+    def median_row(name: str, runs: list[dict]) -> list[str]:
+        if not all(run["requests"] for run in runs):
+            return [name, "0", "—", "—", "—", "—", "no answer within the run"]
+        row = [name, f"{statistics.median(run['rps'] for run in runs):,.0f}"]
+        row += [ms(statistics.median(run[p] for run in runs)) for p in ("p50_us", "p90_us", "p99_us")]
+        return row + [f"{statistics.median(run['cpu_ms'] for run in runs):.2f}", str(sum(r["non_2xx"] for r in runs))]
+
+    def latency_row(name: str, times: list[float]) -> list[str]:
+        return [name, *(f"{report.percentile(times, p):.1f}" for p in (50, 90, 99)), f"{max(times):.1f}"]
+
+    every = [
+        [
+            str(n),
+            name,
+            f"{run['rps']:,.0f}",
+            ms(run["p50_us"]),
+            ms(run["p90_us"]),
+            ms(run["p99_us"]),
+            f"{run['cpu_ms']:.2f}",
+        ]
+        for n, (base, verify) in enumerate(pairs, start=1)
+        for name, run in (("baseline", base), ("apikeys /verify", verify))
+    ]
+    load = [median_row("right secrets, round-robin", [results["right"]])]
+    load.append(median_row("wrong secrets (valid checksums), round-robin", [results["wrong"]]))
+    cold = [latency_row("first verification of a just-written key", results["cold"])]
+    cold.append(latency_row("second verification of that key", results["second"]))
+    cold.append(latency_row("a key verified thousands of times before", results["warm"]))
+    in_process = results["in_process"]
+    header = ["Server", "req/s (median)", "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req", "non-2xx"]
+    verdict = "meets" if ratio >= TARGET_RATIO else "**below**"
+    return "\n\n".join(
+        [
+            "## Results",
+            f"Run of {machine['Date (UTC)']} UTC: {report.command('bench.run', sys.argv[1:], 'bench', 'BENCH_ARGS')}.",
+            f"**apikeys `/verify` ÷ baseline: {ratio:.2f}** ({verify_rps:,.0f} ÷ {baseline_rps:,.0f} req/s, medians of"
+            f" {args.rounds} interleaved runs each); {verdict} the {TARGET_RATIO} target of issue 9. Per round:"
+            f" {', '.join(f'{r:.2f}' for r in round_ratios)}; by server CPU per request (baseline ÷ apikeys):"
+            f" {cpu_ratio:.2f}."
+            + (
+                f" **The machine was busy** (load average {machine['Load average at start (1/5/15 min)']} on"
+                f" {cores} cores at the start): the req/s figures are noisy, the CPU ratio is the steadier one."
+                if busy
+                else ""
+            ),
+            "### apikeys `/verify` against the baseline",
+            f"wrk, {args.threads} threads, {args.connections} connections, {args.duration:g} s per run after a 2 s"
+            f" warm-up, from the same machine; both servers `-w {args.workers}` sync workers, measured alternately"
+            f" (baseline, apikeys, baseline, …). Each column is the median over the {args.rounds} runs.",
+            report.table(
+                header,
+                [
+                    median_row("baseline: plain Flask `GET /plain`", results["baseline"]),
+                    median_row("apikeys `GET /verify`, one key", results["verify"]),
+                ],
+            ),
+            report.table(["Run", "Server", "req/s", "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req"], every),
+            "### Cold and warm keys",
+            f"{args.keys} keys created through the API just before, each verified once and then again, one request at"
+            " a time on a new connection (client-side milliseconds); the last row is the key of the load runs.",
+            report.table(["`GET /verify`", "p50 ms", "p90 ms", "p99 ms", "max ms"], cold),
+            "### Wrong secrets cost what right ones cost",
+            f"wrk over {args.keys} keys: their current secrets (after a 3 s warm-up), then 20 distinct wrong secrets"
+            f" per key with valid checksums, {args.duration:g} s each. Every wrong-secret answer should be a 401."
+            " Latencies count answered requests only.",
+            report.table(["`GET /verify`", *header[1:]], load),
+            "### In process",
+            f"`apikeys.verify_api_key(full_key)` inside `app.app_context()` on the server's SQLite file, the key of"
+            f" the load runs: p50 {in_process['p50_us']:.1f} µs, p99 {in_process['p99_us']:.1f} µs"
+            f" ({in_process['calls']:,} timed calls after 200 warm-up calls).",
+            "### Machine",
+            report.table(["", ""], [[key, value] for key, value in machine.items()]),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run every benchmark, print the report, and write it when asked."""
+    """Run the benchmark, print the report, and write it when asked."""
     args = parse_args(argv)
-    generator = LoadGenerator(args.generator, args.connections, args.threads)
     machine = report.machine()
     tmp = Path(tempfile.mkdtemp(prefix="apikeys-bench-"))
-    results: dict = {"args": args, "machine": machine, "generator": generator.describe()}
     try:
-        if not args.skip_http:
-            results["http"] = http_benchmarks(args, tmp, generator)
-        log(f"in-process: {args.verify_calls} cached verify_api_key calls and as many bare SELECTs")
-        results["inprocess"] = inprocess.verify_versus_select(tmp / "inprocess", args.verify_calls, args.profile)
-        if not args.skip_sweep:
-            results["sweep"] = []
-            for size in args.sizes:
-                log(f"size sweep: {size:,} keys in one tenant")
-                results["sweep"].append(
-                    inprocess.sweep_one(tmp / f"sweep-{size}", size, args.verify_calls, page_repeats=21)
-                )
-                shutil.rmtree(tmp / f"sweep-{size}", ignore_errors=True)  # up to ~300 MB each
+        results = measure(args, tmp)
     finally:
         if args.keep:
             log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     machine["Load average at end"] = report.load_average()
-    machine["Total run time"] = f"{time.monotonic() - STARTED:.0f} s"
-    text = render.render(results)
+    machine["Runs"] = f"{args.rounds} per server, interleaved; total time {time.monotonic() - STARTED:.0f} s"
+    text = render(results, args, machine)
     print(text)
     if args.write:
-        report.write_doc(args.write, text, render.INTRO)
+        report.write_doc(args.write, text, "bench", "Benchmarks")
         log(f"wrote {args.write}")
     return 0
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import random
 import re
 from collections import Counter
@@ -12,12 +11,12 @@ from dataclasses import dataclass
 from dataclasses import field
 
 import sqlalchemy as sa
-from soak_client import REQUEST_TIMEOUT
-from soak_client import Client
-from soak_client import Key
-from soak_client import redact
 
 from apikeys import db
+from bench.soak_client import Client
+from bench.soak_client import Key
+from bench.soak_client import redact
+from tests.servers import call
 
 FINAL_VERIFY_THREADS = 8
 ACCESS_LINE = re.compile(r'"[A-Z]+ \S* HTTP/[\d.]+" (\d{3}) ')
@@ -46,20 +45,13 @@ class RowCheck:
     uncertain: int = 0  # keys or creates whose outcome an error left unknown (already counted as errors)
 
 
-def _status(port: int, method: str, path: str, headers: dict) -> tuple[int, dict]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT)
+def _status(port: int, path: str, **credentials: str) -> tuple[int, dict]:
+    """GET ``path``; return (status, JSON body), or (0, {}) when no answer came."""
     try:
-        conn.request(method, path, headers=headers)
-        response = conn.getresponse()
-        raw = response.read()
-        try:
-            return response.status, json.loads(raw) if raw else {}
-        except ValueError:
-            return response.status, {}
-    except (OSError, http.client.HTTPException) as error:
+        status, body = call(f"http://127.0.0.1:{port}", "GET", path, **credentials)
+    except (OSError, ValueError, http.client.HTTPException) as error:
         return 0, {"error": type(error).__name__}
-    finally:
-        conn.close()
+    return status, body or {}
 
 
 def check_rows(port: int, database_url: str, clients: list[Client], tokens: dict[str, str], limit: int, seed: int):
@@ -82,7 +74,7 @@ def check_rows(port: int, database_url: str, clients: list[Client], tokens: dict
     for tenant, token in tokens.items():
         mine = [c for c in clients if c.tenant == tenant]
         acknowledged = sum(c.acknowledged["create"] - c.acknowledged["delete"] for c in mine)
-        status, body = _status(port, "GET", "/dashboard/api-keys?page=1&limit=1", {"Authorization": f"Bearer {token}"})
+        status, body = _status(port, "/dashboard/api-keys?page=1&limit=1", token=token)
         api_total = (body.get("data") or {}).get("total") if status == 200 else None
         db_rows = sum(1 for row in rows if row.tenant_id == tenant)
         result.tenants.append(TenantRows(tenant, acknowledged, api_total, db_rows))
@@ -113,7 +105,7 @@ def check_rows(port: int, database_url: str, clients: list[Client], tokens: dict
 
     def verify(check: tuple[Key, int]) -> str | None:
         key, expected = check
-        status, body = _status(port, "GET", "/verify", {"X-Api-Key": key.full_key})
+        status, body = _status(port, "/verify", api_key=key.full_key)
         if status != expected:
             return f"final verify of {key.id}: expected {expected}, got {status or 'no answer'} {body.get('code', '')}"
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import random
 import re
 import threading
@@ -27,14 +26,6 @@ SECRET_PATTERN = re.compile(r"(sk_(live|test)_[0-9A-Za-z]{38}|eyJ[A-Za-z0-9_-]*\
 def redact(text: str) -> str:
     """Replace anything secret-looking in ``text``."""
     return SECRET_PATTERN.sub("[redacted]", text)
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of unsorted ``values`` (0 when empty)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 @dataclass

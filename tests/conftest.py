@@ -10,11 +10,13 @@ import sqlalchemy as sa
 from apikeys import create_app
 from apikeys import db
 from apikeys.tokens import issue_token
+from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import postgres_database
 
 pytest_plugins = ["tests.logscan"]
 
 BACKENDS = ["sqlite", "postgresql"]
+VERIFIER_KEY = TEST_VERIFIER_KEY  # one per run: every app and server on a database shares it
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +41,8 @@ def database_url(request, tmp_path):
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        conn.execute(db.api_keys.delete())
+        for table in (db.api_keys, db.audit_log, db.settings):
+            conn.execute(table.delete())
     engine.dispose()
     return url
 
@@ -61,6 +64,7 @@ def config(database_url, jwt_secret):
         "APIKEYS_DATABASE_URL": database_url,
         "APIKEYS_JWT_SECRET": jwt_secret,
         "APIKEYS_BCRYPT_ROUNDS": 4,
+        "APIKEYS_VERIFIER_KEY": VERIFIER_KEY,
     }
 
 

@@ -1,9 +1,10 @@
-"""A check on the whole test run: no secret, full key or token ever reached a log.
+"""A check on the whole test run: no secret, full key or token ever reached a log, and no log line was forged.
 
 Everything logged in-process during the run goes to one file, and every gunicorn
 the tests start registers its log files (tests/servers.py). When the session ends
-all of them are scanned for anything shaped like an API-key secret or a JWT, and
-for the JWT signing secrets the tests handed out. A hit fails the run.
+all of them are scanned for anything shaped like an API-key secret or a JWT, for
+the JWT signing secrets the tests handed out, and for raw control characters
+(what a request uses to forge a line or drive a terminal). A hit fails the run.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ SECRET_SHAPES = {
     "API-key secret": re.compile(r"sk_(?:live|test)_[0-9A-Za-z]{38}"),
     "JWT": re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}"),
 }
+
+# What no log line may hold raw (a tab aside): C0 and C1 controls (CR, ESC, NEL...), the line and paragraph
+# separators, and the bidi marks, embeddings, overrides and isolates. Read files with newline="" to see a CR.
+RAW_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 # Filled by the fixtures and helpers that hand out secrets or start servers.
 signing_secrets: set[str] = set()
@@ -42,13 +47,20 @@ def scan(paths: list[Path]) -> tuple[int, list[str]]:
     for path in paths:
         if not path.exists():
             continue
-        for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+        with open(path, encoding="utf-8", errors="replace", newline="") as file:
+            text = file.read()
+        for number, line in enumerate(text.split("\n"), start=1):
+            if not line:
+                continue
             lines += 1
             for kind, shape in SECRET_SHAPES.items():
                 if shape.search(line):
                     hits.append(f"{path.name}:{number}: {kind}")
             if any(secret in line for secret in signing_secrets):
                 hits.append(f"{path.name}:{number}: a JWT signing secret")
+            control = RAW_CONTROL.search(line)
+            if control:
+                hits.append(f"{path.name}:{number}: a raw control character U+{ord(control.group()):04X}")
     return lines, hits
 
 
@@ -62,8 +74,10 @@ def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.ensure_newline()
-        reporter.write_line(f"log scan: {lines} log lines in {1 + len(server_logs)} files, {len(hits)} secrets found")
+        reporter.write_line(
+            f"log scan: {lines} log lines in {1 + len(server_logs)} files, {len(hits)} secrets or raw controls found"
+        )
         for hit in hits[:20]:
-            reporter.write_line(f"  secret in a log: {hit}", red=True)
+            reporter.write_line(f"  in a log: {hit}", red=True)
     if hits and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -25,6 +26,17 @@ from apikeys.tokens import issue_token
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("APIKEYS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("APIKEYS_REQUIRE_POSTGRES") == "1"
+# Every host of one database shares the verifier key; one per test run, never a developer's own.
+TEST_VERIFIER_KEY = secrets.token_urlsafe(32)
+
+
+def inherited_env() -> dict[str, str]:
+    """This process's environment without any APIKEYS_* variable, as the base of a subprocess's environment.
+
+    A developer's own APIKEYS_DATABASE_URL (or any other setting) must never reach
+    a server or command a test starts: it would migrate or serve whatever it names.
+    """
+    return {name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")}
 
 
 class PostgresUnreachable(RuntimeError):
@@ -70,10 +82,11 @@ def postgres_database(prefix: str):
 
 
 def service_env(database_url: str, jwt_secret: str, instance: Path | str, **settings: str) -> dict[str, str]:
-    """The environment of an apikeys test server: its database, JWT secret and instance folder, bcrypt rounds 4."""
+    """The environment of an apikeys test server: its database, secrets and instance folder, bcrypt rounds 4."""
     return {
         "APIKEYS_DATABASE_URL": database_url,
         "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_VERIFIER_KEY": TEST_VERIFIER_KEY,
         "APIKEYS_BCRYPT_ROUNDS": "4",
         "APIKEYS_INSTANCE_PATH": str(instance),
         **settings,
@@ -141,48 +154,63 @@ def wait_for(url: str, timeout: float = 30.0, process: subprocess.Popen | None =
 
 
 class Gunicorn:
-    """gunicorn in its own process group, with its error and access logs in files."""
+    """gunicorn in its own process group, with its error and access logs in files.
 
-    def __init__(self, tmp_path: Path, env: dict[str, str], *, workers: int = 4, app: str = "app:app"):
+    By default it runs the project's gunicorn.conf.py with an access log, as the tests
+    want it; ``config=None, access_log=False`` and a ``cwd`` without a gunicorn.conf.py
+    give gunicorn's own defaults (the benchmark's baseline).
+    """
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        env: dict[str, str],
+        *,
+        workers: int = 4,
+        app: str = "app:app",
+        config: str | None = str(ROOT / "gunicorn.conf.py"),
+        access_log: bool = True,
+        cwd: Path = ROOT,
+    ):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.error_log = tmp_path / f"gunicorn-{self.port}-error.log"
-        self.access_log = tmp_path / f"gunicorn-{self.port}-access.log"
+        self.access_log = tmp_path / f"gunicorn-{self.port}-access.log" if access_log else None
         self.stdout_log = tmp_path / f"gunicorn-{self.port}-stdout.log"
-        self.env = {**os.environ, **env}
+        # HOME of its own: gunicorn's control socket lives under $HOME/.gunicorn, one per server.
+        self.env = {**inherited_env(), "HOME": str(tmp_path), **env}
         self.workers = workers
         self.app = app
+        self.config = config
+        self.cwd = cwd
         self.process: subprocess.Popen | None = None
         from tests import logscan  # every server's logs are scanned for secrets at the end of the run
 
-        logscan.server_logs.extend([self.error_log, self.access_log, self.stdout_log])
-        for name in ("APIKEYS_JWT_SECRET",):
+        logscan.server_logs.extend(path for path in (self.error_log, self.access_log, self.stdout_log) if path)
+        for name in ("APIKEYS_JWT_SECRET", "APIKEYS_VERIFIER_KEY"):
             if env.get(name):
                 logscan.signing_secrets.add(env[name])
 
     def start(self, ready_path: str = "/healthz") -> Gunicorn:
         """Start gunicorn and wait until it answers."""
-        command = [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-c",
-            str(ROOT / "gunicorn.conf.py"),
-            "--bind",
-            f"127.0.0.1:{self.port}",
-            "--workers",
-            str(self.workers),
-            "--error-logfile",
-            str(self.error_log),
-            "--access-logfile",
-            str(self.access_log),
-            self.app,
-        ]
+        command = [sys.executable, "-m", "gunicorn", *(["-c", self.config] if self.config else [])]
+        command += ["--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)]
+        command += ["--error-logfile", str(self.error_log)]
+        command += ["--access-logfile", str(self.access_log)] if self.access_log else []
         with open(self.stdout_log, "ab") as out:
             self.process = subprocess.Popen(
-                command, cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                [*command, self.app],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        wait_for(self.url + ready_path, process=self.process)
+        try:
+            wait_for(self.url + ready_path, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -203,7 +231,9 @@ class Gunicorn:
     def logs(self) -> str:
         """Return everything gunicorn and the app wrote: error log, access log and stdout."""
         return "".join(
-            p.read_text(errors="replace") for p in (self.error_log, self.access_log, self.stdout_log) if p.exists()
+            p.read_text(errors="replace")
+            for p in (self.error_log, self.access_log, self.stdout_log)
+            if p is not None and p.exists()
         )
 
     def __enter__(self) -> Gunicorn:

@@ -12,6 +12,9 @@ from apikeys import db
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
+POLICY = ["expiresAt", "scopes", "meta"]  # the key policy's fields, after every reference field
+
+
 def rows(app):
     with db.get_engine(app).connect() as conn:
         return conn.execute(sa.select(db.api_keys)).all()
@@ -26,7 +29,10 @@ def test_create_answers_the_documented_shape(client, auth):
     assert list(body) == ["statusCode", "data"]
     assert body["statusCode"] == 201
     data = body["data"]
-    assert list(data) == ["id", "name", "environment", "publicKey", "secretKey", "fullKey", "createdAt", "active"]
+    # The reference's fields in its order, then the key policy's additive ones.
+    assert (
+        list(data) == ["id", "name", "environment", "publicKey", "secretKey", "fullKey", "createdAt", "active"] + POLICY
+    )
     assert data["name"] == "Production Backend"
     assert data["environment"] == "live"
     assert data["active"] is True
@@ -62,7 +68,7 @@ def test_list_answers_the_documented_shape(client, auth, make_key):
     assert list(data) == ["items", "total", "page", "limit"]
     assert (data["total"], data["page"], data["limit"]) == (1, 1, 20)
     (item,) = data["items"]
-    assert list(item) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"]
+    assert list(item) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"] + POLICY
     assert item["id"] == key["id"]
     assert item["lastUsedAt"] is None
     assert "secretKey" not in response.get_data(as_text=True)
@@ -129,7 +135,7 @@ def test_get_answers_the_documented_shape(client, auth, make_key):
     response = client.get(f"/dashboard/api-keys/{key['id']}", headers=auth())
     assert response.status_code == 200
     data = response.json["data"]
-    assert list(data) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"]
+    assert list(data) == ["id", "name", "environment", "publicKey", "active", "createdAt", "lastUsedAt"] + POLICY
     assert data["publicKey"] == key["publicKey"]
     assert data["createdAt"] == key["createdAt"]
     assert key["secretKey"] not in response.get_data(as_text=True)
@@ -259,8 +265,6 @@ def test_create_refuses_bad_bodies(app, client, auth, body, fields):
         (b"42", "application/json"),
         (b'{"name": "x", "environment": "live"', "application/json"),
         (b"\xff\xfe\x00", "application/json"),
-        (b'{"name": "x", "environment": "live"}', "text/plain"),
-        (b"name=x&environment=live", "application/x-www-form-urlencoded"),
     ],
 )
 def test_create_refuses_what_is_not_a_json_object(app, client, auth, data, content_type):
@@ -268,6 +272,22 @@ def test_create_refuses_what_is_not_a_json_object(app, client, auth, data, conte
     assert response.status_code == 400
     assert response.json["statusCode"] == 400
     assert response.json["errors"]
+    assert rows(app) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (b'{"name": "x", "environment": "live"}', None),  # plain `curl -d`
+        (b'{"name": "x", "environment": "live"}', "text/plain"),
+        (b"name=x&environment=live", "application/x-www-form-urlencoded"),
+    ],
+)
+def test_a_body_without_the_json_content_type_is_a_415_that_says_so(app, client, auth, data, content_type):
+    headers = {**auth(), **({"Content-Type": content_type} if content_type else {})}
+    response = client.post("/dashboard/api-keys", data=data, headers=headers)
+    assert response.status_code == 415
+    assert response.json["message"] == "Send the body as JSON, with Content-Type: application/json."
     assert rows(app) == []
 
 
@@ -288,7 +308,9 @@ def test_create_refuses_a_body_over_the_limit(app, client, auth):
     assert rows(app) == []
 
 
-@pytest.mark.parametrize("method, path", [("put", "/dashboard/api-keys"), ("patch", "/dashboard/api-keys/key_x")])
+@pytest.mark.parametrize(
+    "method, path", [("put", "/dashboard/api-keys"), ("delete", "/dashboard/api-keys/key_x/toggle")]
+)
 def test_wrong_method_is_a_405_in_the_envelope(client, auth, method, path):
     response = getattr(client, method)(path, headers=auth())
     assert response.status_code == 405
@@ -344,7 +366,7 @@ def test_an_unauthenticated_request_for_an_impossible_id_is_a_401(client):
 
 def test_regenerate_that_loses_a_race_is_a_409_and_changes_nothing(app, client, auth, make_key, monkeypatch):
     from apikeys import keys as keys_module
-    from apikeys import manage
+    from apikeys import operations
 
     key = make_key()
     real_hash = keys_module.hash_secret
@@ -353,7 +375,7 @@ def test_regenerate_that_loses_a_race_is_a_409_and_changes_nothing(app, client, 
     def hash_while_another_request_wins(secret, rounds):
         if not winner:  # the other request rotates the key between our read and our write
             winner["started"] = True
-            winner["key"] = manage.regenerate_key(db.get_engine(app), "acme", key["id"], 4)
+            winner["key"] = operations.regenerate_key(app.extensions["apikeys"], "acme", None, key["id"])
         return real_hash(secret, rounds)
 
     monkeypatch.setattr(keys_module, "hash_secret", hash_while_another_request_wins)

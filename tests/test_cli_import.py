@@ -59,7 +59,7 @@ def test_import_stores_only_the_hash(app, runner, tmp_path):
     full_key = new_full_key()
     result = import_keys(runner, write_file(tmp_path, [entry(full_key)]))
     assert result.exit_code == 0
-    assert "Imported 1 keys; 0 were already there." in result.output
+    assert "Imported 1 key; 0 keys already there." in result.output
     leaked_in_output = secret_of(full_key) in result.output
     assert not leaked_in_output
     [row] = stored_rows(app)
@@ -81,7 +81,7 @@ def test_import_twice_changes_nothing_and_the_key_verifies(app, runner, client, 
 
     again = import_keys(runner, path)
     assert again.exit_code == 0
-    assert "Imported 0 keys; 1 were already there." in again.output
+    assert "Imported 0 keys; 1 key already there." in again.output
     assert stored_rows(app) == before
 
     response = client.get("/verify", headers={"X-Api-Key": full_key})

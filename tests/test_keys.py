@@ -88,3 +88,29 @@ def test_hash_and_check():
     assert hashed.startswith("$2b$04$")
     assert keys.check_secret(secret, hashed)
     assert not keys.check_secret(keys.new_secret("live"), hashed)
+
+
+# Known answers, computed once and written down: every issued key carries this checksum, so a change
+# to the algorithm (a reversed digit order, another CRC) would invalidate them all and must fail here.
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("", "000000"),
+        ("sk_live_", "2pFfUd"),
+        ("hello world", "0F5VY5"),
+        ("sk_live_0123456789abcdefghijABCDEFGHIJKL", "2rQEm4"),
+        ("sk_test_zyxwvutsrqponmlkjihgfedcbaZYXWVU", "4cFW2C"),
+        ("sk_live_00000000000000000000000000000000", "2UYg5A"),
+        ("sk_test_9999999999999999999999999999999z", "3a9WwO"),
+    ],
+)
+def test_checksum_known_answers(body, expected):
+    assert keys.checksum(body) == expected
+
+
+def test_a_key_issued_today_still_parses():
+    issued = "pk_live_AbCdEfGh12345678.sk_live_0123456789abcdefghijABCDEFGHIJKL2rQEm4"
+    assert keys.parse_full_key(issued) == keys.ParsedKey(
+        "live", "pk_live_AbCdEfGh12345678", "sk_live_0123456789abcdefghijABCDEFGHIJKL2rQEm4"
+    )
+    assert keys.parse_full_key(issued[:-1] + "5") is None  # one checksum digit off

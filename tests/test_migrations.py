@@ -97,7 +97,7 @@ def test_upgrades_a_database_of_the_first_release(engine, app):
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
         row = store.get_key(conn, "acme", "key_0001000100010001")
-        full_row = store.find_by_public_key(conn, public_key)
+        full_row = store.find_by_public_keys(conn, [public_key])[public_key]
     assert row._asdict() == {
         "id": "key_0001000100010001",
         "name": "From the first release",
@@ -106,12 +106,19 @@ def test_upgrades_a_database_of_the_first_release(engine, app):
         "active": True,
         "created_at": created_at.replace(tzinfo=UTC),
         "last_used_at": last_used_at.replace(tzinfo=UTC),
+        "expires_at": None,
+        "scopes": [],
+        "meta": {},
     }
     assert full_row.tenant_id == "acme"
+    assert full_row.secret_digest is None  # 0001 had no digests: the first verification takes bcrypt
     assert keys.check_secret(secret, full_row.secret_hash)
     with app.app_context():
         verified = verify_api_key(f"{public_key}.{secret}", "live")
     assert (verified.id, verified.tenant_id) == ("key_0001000100010001", "acme")
+    with engine.connect() as conn:
+        digest = store.find_by_public_keys(conn, [public_key])[public_key].secret_digest
+    assert digest == app.extensions["apikeys"].verifier.digest(secret)  # and written for every next one
 
 
 def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
@@ -120,7 +127,7 @@ def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
     # The console script's own group, on the test app: what `apikeys init-db` runs.
     first = runner.invoke(cli.main, ["init-db"])
     assert first.exit_code == 0, first.output
-    assert "Database is up to date." in first.output
+    assert first.output.startswith("Created the database at ")
     with engine.begin() as conn:
         store.insert_key(
             conn,
@@ -135,7 +142,7 @@ def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
 
     second = runner.invoke(cli.main, ["init-db"])
     assert second.exit_code == 0, second.output
-    assert "Database is up to date." in second.output
+    assert "is up to date (schema 0002)." in second.output
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1

@@ -29,6 +29,7 @@ def test_every_route_is_documented_with_its_envelopes(client):
         "/dashboard/api-keys/{key_id}",
         "/dashboard/api-keys/{key_id}/regenerate",
         "/dashboard/api-keys/{key_id}/toggle",
+        "/dashboard/audit-log",
         "/verify",
         "/verify/{subpath}",
         "/healthz",
@@ -45,7 +46,12 @@ def test_every_route_is_documented_with_its_envelopes(client):
             assert operation.get("summary"), f"{method} {path} has no summary"
             if path.startswith("/dashboard"):
                 assert "401" in operation["responses"], f"{method} {path} does not document 401"
-                assert operation["security"] == [{"bearerAuth": []}]
+                assert "security" not in operation  # the document-wide bearer requirement applies
+            elif path.startswith("/verify"):
+                assert operation["security"] == [{"apiKey": []}]
+            else:
+                assert operation["security"] == []
+    assert spec["security"] == [{"bearerAuth": []}]
     created = spec["components"]["schemas"]["CreatedKeyEnvelope"]["properties"]
     assert created["statusCode"] == {"type": "integer", "enum": [201]}
     assert "400" in paths["/dashboard/api-keys"]["post"]["responses"]

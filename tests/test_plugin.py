@@ -44,10 +44,10 @@ from apikeys import require_api_key
 from apikeys.tokens import issue_token
 
 
-def create_service(database_url):
+def create_service(settings):
     """A small Flask service whose /orders need an API key."""
     app = Flask(__name__)
-    app.config["APIKEYS_DATABASE_URL"] = database_url
+    app.config.update(settings)  # APIKEYS_DATABASE_URL and APIKEYS_VERIFIER_KEY
     ApiKeys(app)
 
     @app.get("/orders")
@@ -60,7 +60,7 @@ def create_service(database_url):
 
 @pytest.fixture
 def service(apikeys_server):
-    app = create_service(apikeys_server.database_url)
+    app = create_service(apikeys_server.settings)
     yield app
     db.get_engine(app).dispose()
 

@@ -1,8 +1,9 @@
-"""Verification: the helper, the decorator, /verify, the verified-secret cache and the failure counter."""
+"""Verification: the helper, the decorator, /verify, the keyed digest, and bcrypt for rows without one."""
 
 from __future__ import annotations
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -19,6 +20,7 @@ from apikeys import keys
 from apikeys import require_api_key
 from apikeys import tokens
 from apikeys import verify_api_key
+from tests.conftest import VERIFIER_KEY
 
 
 @pytest.fixture
@@ -68,7 +70,7 @@ def test_verify_returns_an_immutable_identity(app, make_key):
     key = make_key(tenant="acme", name="Backend", environment="test")
     verified = verify(app, key["fullKey"])
     assert verified == VerifiedKey(
-        id=key["id"], tenant_id="acme", environment="test", name="Backend", public_key=key["publicKey"]
+        id=key["id"], tenant_id="acme", environment="test", name="Backend", public_key=key["publicKey"], meta={}
     )
     with pytest.raises(dataclasses.FrozenInstanceError):
         verified.tenant_id = "globex"
@@ -85,9 +87,8 @@ def test_malformed_unknown_and_wrong_keys_are_invalid(app, make_key, bcrypt_call
     assert code_of(app, "garbage") == "INVALID_API_KEY"
     assert code_of(app, key["fullKey"][:-1] + ("A" if key["fullKey"][-1] != "A" else "B")) == "INVALID_API_KEY"
     assert code_of(app, unknown) == "INVALID_API_KEY"
-    assert bcrypt_calls == []  # refused before any hash check
     assert code_of(app, wrong_secret_for(key)) == "INVALID_API_KEY"
-    assert len(bcrypt_calls) == 1
+    assert bcrypt_calls == []  # the wrong secret too: its digest is compared, bcrypt never runs
 
 
 def test_disabled_key(app, make_key):
@@ -123,55 +124,47 @@ def test_extension_refuses_a_second_init(app):
         ApiKeys(app)
 
 
-# The verified-secret cache
+# The digest: every verification compares a keyed digest, none runs bcrypt
 
 
-def test_second_verification_skips_bcrypt(app, make_key, bcrypt_calls):
+def test_no_verification_of_a_key_with_a_digest_runs_bcrypt(app, make_key, bcrypt_calls):
     key = make_key()
     for _ in range(5):
         verify(app, key["fullKey"])
-    assert len(bcrypt_calls) == 1
+        assert code_of(app, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert bcrypt_calls == []
 
 
-def test_cache_holds_no_plain_secret(app, make_key):
+def test_the_row_holds_a_digest_and_a_bcrypt_hash_never_the_secret(app, make_key):
     key = make_key()
-    verify(app, key["fullKey"])
-    cache = app.extensions["apikeys"].cache
-    assert len(cache) == 1
-    for entry_key, digest in cache._entries.items():
-        assert key["secretKey"] not in repr(entry_key)
-        assert key["secretKey"].encode() not in digest
+    row = get_row(app, key["id"])
+    verifier = app.extensions["apikeys"].verifier
+    assert row.secret_digest == verifier.digest(key["secretKey"])
+    assert row.secret_digest.startswith(verifier.tag)
+    assert keys.check_secret(key["secretKey"], row.secret_hash)
+    assert not any(key["secretKey"] in str(value) for value in row)
 
 
-def test_a_failure_is_never_cached(app, make_key, bcrypt_calls):
+def test_a_new_app_on_the_database_verifies_at_once_without_bcrypt(config, tmp_path, make_key, bcrypt_calls):
+    """A cold worker (a restart, a deploy, another host) is as fast as a warm one: nothing is kept per process."""
     key = make_key()
-    wrong = wrong_secret_for(key)
-    for _ in range(3):
-        assert code_of(app, wrong) == "INVALID_API_KEY"
-    assert len(bcrypt_calls) == 3
-    assert len(app.extensions["apikeys"].cache) == 0
-
-
-def test_cache_is_bounded(config, tmp_path, client, auth):
-    config["APIKEYS_CACHE_SIZE"] = 3
-    small = create_app(config, instance_path=str(tmp_path / "small"))
+    cold = create_app(config, instance_path=str(tmp_path / "cold"))
     try:
-        created = [
-            client.post("/dashboard/api-keys", json={"name": f"k{i}", "environment": "live"}, headers=auth()).json[
-                "data"
-            ]
-            for i in range(5)
-        ]
-        for key in created:
-            verify(small, key["fullKey"])
-        cache = small.extensions["apikeys"].cache
-        assert len(cache) == 3
-        assert [entry[0] for entry in cache._entries] == [k["id"] for k in created[2:]]
+        assert verify(cold, key["fullKey"]).id == key["id"]
     finally:
-        db.get_engine(small).dispose()
+        db.get_engine(cold).dispose()
+    assert bcrypt_calls == []
 
 
-def test_cached_key_still_sees_toggle_and_delete(app, client, auth, make_key):
+def test_wrong_secrets_never_lock_out_the_holder(strict, make_key):
+    key = make_key()
+    for _ in range(60):
+        assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert verify(strict, key["fullKey"]).id == key["id"]
+    assert get_row(strict, key["id"]).failed_attempts == 0  # a key with a digest is never counted
+
+
+def test_toggle_and_delete_are_seen_at_once(app, client, auth, make_key):
     key = make_key()
     verify(app, key["fullKey"])
     client.post(f"/dashboard/api-keys/{key['id']}/toggle", headers=auth())
@@ -197,6 +190,139 @@ def test_change_made_by_another_instance_is_seen_at_once(app, config, tmp_path, 
         db.get_engine(other).dispose()
 
 
+# The verifier key
+
+
+def test_a_host_with_another_verifier_key_refuses_to_start(app, config, tmp_path):
+    db.prepare(app)
+    other = create_app({**config, "APIKEYS_VERIFIER_KEY": "another-" + "k" * 40}, instance_path=str(tmp_path / "o"))
+    try:
+        with pytest.raises(db.VerifierKeyMismatch, match="APIKEYS_VERIFIER_KEY"):
+            db.prepare(other)
+        # An app that embeds ApiKeys without preparing the database refuses at its first verification.
+        with other.app_context(), pytest.raises(db.VerifierKeyMismatch):
+            verify_api_key(f"{keys.new_public_key('live')}.{keys.new_secret('live')}")
+    finally:
+        db.get_engine(other).dispose()
+
+
+def test_the_fingerprint_does_not_reveal_the_key(app):
+    db.prepare(app)
+    recorded = db.recorded_fingerprint(db.get_engine(app))
+    assert recorded == app.extensions["apikeys"].verifier.fingerprint
+    assert app.config["APIKEYS_VERIFIER_KEY"] not in recorded
+
+
+def test_adopting_a_new_verifier_key_sends_every_key_through_bcrypt_once(app, config, tmp_path, make_key, bcrypt_calls):
+    key = make_key()
+    db.prepare(app)
+    rotated = create_app({**config, "APIKEYS_VERIFIER_KEY": "rotated-" + "r" * 40}, instance_path=str(tmp_path / "r"))
+    try:
+        result = rotated.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"])
+        assert result.exit_code == 0, result.output
+        db.prepare(rotated)  # the new key is the database's now
+        for _ in range(3):
+            assert verify(rotated, key["fullKey"]).id == key["id"]
+        assert len(bcrypt_calls) == 1
+        assert get_row(rotated, key["id"]).secret_digest == rotated.extensions["apikeys"].verifier.digest(
+            key["secretKey"]
+        )
+    finally:
+        db.get_engine(rotated).dispose()
+
+
+# Rows without a usable digest (written before digests, or under another verifier key): bcrypt, once
+
+
+def forget_digest(app, key):
+    set_row(app, key["id"], secret_digest=None)
+
+
+def test_a_row_without_a_digest_takes_bcrypt_once_then_the_fast_path(app, make_key, bcrypt_calls):
+    key = make_key()
+    forget_digest(app, key)
+    for _ in range(3):
+        assert verify(app, key["fullKey"]).id == key["id"]
+    assert len(bcrypt_calls) == 1
+    assert get_row(app, key["id"]).secret_digest == app.extensions["apikeys"].verifier.digest(key["secretKey"])
+
+
+def test_a_digest_under_another_verifier_key_is_not_compared(app, make_key, bcrypt_calls):
+    key = make_key()
+    set_row(app, key["id"], secret_digest="0badc0de:" + "0" * 64)
+    assert verify(app, key["fullKey"]).id == key["id"]
+    assert len(bcrypt_calls) == 1
+
+
+@pytest.fixture
+def strict(config, tmp_path):
+    """An app that allows 3 bcrypt checks per key and window."""
+    config.update({"APIKEYS_FAILED_ATTEMPTS_LIMIT": 3, "APIKEYS_FAILED_ATTEMPTS_WINDOW": 60})
+    app = create_app(config, instance_path=str(tmp_path / "strict"))
+    yield app
+    db.get_engine(app).dispose()
+
+
+def test_bcrypt_tries_on_a_row_without_a_digest_are_limited(strict, make_key, bcrypt_calls):
+    key = make_key()
+    forget_digest(strict, key)
+    for _ in range(3):
+        assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
+    assert len(bcrypt_calls) == 3
+    for _ in range(20):
+        with pytest.raises(VerificationError) as raised, strict.app_context():
+            verify_api_key(wrong_secret_for(key))
+        assert raised.value.code == "TOO_MANY_FAILED_ATTEMPTS"
+        assert raised.value.status == 401
+        assert 1 <= raised.value.retry_after <= 60
+    assert len(bcrypt_calls) == 3
+
+
+def test_concurrent_bcrypt_tries_cannot_overshoot_the_limit(strict, make_key, bcrypt_calls):
+    key = make_key()
+    forget_digest(strict, key)
+    wrong = [wrong_secret_for(key) for _ in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda full_key: code_of(strict, full_key), wrong))
+    assert len(bcrypt_calls) == 3
+    assert sorted(set(codes)) == ["INVALID_API_KEY", "TOO_MANY_FAILED_ATTEMPTS"]
+    assert codes.count("INVALID_API_KEY") == 3
+
+
+def test_the_bcrypt_limit_is_shared_by_every_instance(strict, config, tmp_path, make_key):
+    other = create_app(config, instance_path=str(tmp_path / "other"))
+    try:
+        key = make_key()
+        forget_digest(strict, key)
+        for _ in range(3):
+            code_of(other, wrong_secret_for(key))
+        assert code_of(strict, wrong_secret_for(key)) == "TOO_MANY_FAILED_ATTEMPTS"
+    finally:
+        db.get_engine(other).dispose()
+
+
+def test_the_bcrypt_limit_ends_with_the_window(strict, make_key):
+    key = make_key()
+    forget_digest(strict, key)
+    for _ in range(4):
+        code_of(strict, wrong_secret_for(key))
+    set_row(strict, key["id"], failed_window_start=db.utcnow() - timedelta(seconds=61))
+    assert verify(strict, key["fullKey"]).id == key["id"]
+    row = get_row(strict, key["id"])
+    assert (row.failed_attempts, row.secret_digest is not None) == (0, True)  # digest written, count cleared
+
+
+def test_regenerate_writes_a_digest_and_clears_the_count(strict, client, auth, make_key, bcrypt_calls):
+    key = make_key()
+    forget_digest(strict, key)
+    for _ in range(4):
+        code_of(strict, wrong_secret_for(key))
+    new = client.post(f"/dashboard/api-keys/{key['id']}/regenerate", headers=auth()).json["data"]
+    calls = len(bcrypt_calls)
+    assert verify(strict, new["fullKey"]).id == key["id"]
+    assert len(bcrypt_calls) == calls
+
+
 # lastUsedAt
 
 
@@ -218,71 +344,6 @@ def test_failed_verification_does_not_touch_last_used_at(app, make_key):
     assert get_row(app, key["id"]).last_used_at is None
 
 
-# Wrong-secret floods
-
-
-@pytest.fixture
-def strict(config, tmp_path):
-    """An app that locks a key's uncached presentations after 3 failures."""
-    config.update({"APIKEYS_FAILED_ATTEMPTS_LIMIT": 3, "APIKEYS_FAILED_ATTEMPTS_WINDOW": 60})
-    app = create_app(config, instance_path=str(tmp_path / "strict"))
-    yield app
-    db.get_engine(app).dispose()
-
-
-def test_flood_stops_bcrypt_and_answers_too_many(strict, make_key, bcrypt_calls):
-    key = make_key()
-    for _ in range(3):
-        assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
-    assert len(bcrypt_calls) == 3
-    for _ in range(20):
-        with pytest.raises(VerificationError) as raised, strict.app_context():
-            verify_api_key(wrong_secret_for(key))
-        assert raised.value.code == "TOO_MANY_FAILED_ATTEMPTS"
-        assert raised.value.status == 401
-        assert 1 <= raised.value.retry_after <= 60
-    assert len(bcrypt_calls) == 3
-
-
-def test_holder_keeps_working_during_a_flood(strict, make_key):
-    key = make_key()
-    verify(strict, key["fullKey"])  # the holder's secret is in the cache
-    for _ in range(10):
-        code_of(strict, wrong_secret_for(key))
-    assert verify(strict, key["fullKey"]).id == key["id"]
-
-
-def test_failures_are_shared_by_every_instance(strict, config, tmp_path, make_key):
-    other = create_app(config, instance_path=str(tmp_path / "other"))
-    try:
-        key = make_key()
-        for _ in range(3):
-            code_of(other, wrong_secret_for(key))
-        assert code_of(strict, wrong_secret_for(key)) == "TOO_MANY_FAILED_ATTEMPTS"
-        # An uncached presentation of the right secret waits too: the lock is per key, not per guess.
-        assert code_of(strict, key["fullKey"]) == "TOO_MANY_FAILED_ATTEMPTS"
-    finally:
-        db.get_engine(other).dispose()
-
-
-def test_lock_ends_with_the_window(strict, make_key):
-    key = make_key()
-    for _ in range(4):
-        code_of(strict, wrong_secret_for(key))
-    set_row(strict, key["id"], failed_window_start=db.utcnow() - timedelta(seconds=61))
-    assert verify(strict, key["fullKey"]).id == key["id"]
-    assert code_of(strict, wrong_secret_for(key)) == "INVALID_API_KEY"
-    assert get_row(strict, key["id"]).failed_attempts == 1  # a new window began
-
-
-def test_regenerate_clears_the_failures(strict, client, auth, make_key):
-    key = make_key()
-    for _ in range(4):
-        code_of(strict, wrong_secret_for(key))
-    new = client.post(f"/dashboard/api-keys/{key['id']}/regenerate", headers=auth()).json["data"]
-    assert verify(strict, new["fullKey"]).id == key["id"]
-
-
 # /verify over HTTP
 
 
@@ -299,11 +360,15 @@ def test_verify_endpoint_answers_identity_and_headers(client, make_key):
             "environment": "live",
             "name": "Backend",
             "publicKey": key["publicKey"],
+            "scopes": [],
+            "meta": {},
+            "expiresAt": None,
         },
     }
     assert response.headers["X-Api-Key-Id"] == key["id"]
     assert response.headers["X-Tenant-Id"] == "acme"
     assert response.headers["X-Api-Key-Environment"] == "live"
+    assert response.headers["X-Api-Key-Scopes"] == ""
     assert key["secretKey"] not in response.get_data(as_text=True)
 
 
@@ -365,6 +430,7 @@ def test_verify_endpoint_environment_parameter(client, make_key):
 
 def test_verify_endpoint_flood_is_401_with_retry_after(strict, make_key):
     key = make_key()
+    forget_digest(strict, key)
     client = strict.test_client()
     for _ in range(3):
         client.get("/verify", headers={"X-Api-Key": wrong_secret_for(key)})
@@ -379,10 +445,11 @@ def test_verify_endpoint_flood_is_401_with_retry_after(strict, make_key):
 
 
 @pytest.fixture
-def protected(database_url):
-    """A separate Flask service that shares the apikeys database and protects its views."""
+def protected(database_url, config):
+    """A separate Flask service that shares the apikeys database (and verifier key) and protects its views."""
     service = Flask("protected")
     service.config["APIKEYS_DATABASE_URL"] = database_url
+    service.config["APIKEYS_VERIFIER_KEY"] = config["APIKEYS_VERIFIER_KEY"]
     ApiKeys(service)
 
     @service.get("/orders")
@@ -430,16 +497,17 @@ def test_decorator_refuses_in_the_envelope(protected, make_key):
     assert wrong_env.json["code"] == "WRONG_ENVIRONMENT"
 
 
-def test_extension_with_init_app(database_url, make_key):
+def test_extension_with_init_app(database_url, config, make_key):
     service = Flask("factory")
     service.config["APIKEYS_DATABASE_URL"] = database_url
+    service.config["APIKEYS_VERIFIER_KEY"] = config["APIKEYS_VERIFIER_KEY"]
     extension = ApiKeys()
     extension.init_app(service)
     try:
         key = make_key()
         with service.app_context():
             assert verify_api_key(key["fullKey"]).id == key["id"]
-        assert service.extensions["apikeys"] is extension
+        assert service.extensions["apikeys"].engine is db.get_engine(service)  # the state lives on the app
     finally:
         db.get_engine(service).dispose()
 
@@ -464,7 +532,10 @@ def test_verify_answer_matches_its_documented_schema(client, make_key):
     key = make_key()
     response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
     assert VerifiedKeyEnvelopeSchema().validate(response.json) == {}
-    assert list(response.json["data"]) == ["valid", "id", "tenantId", "environment", "name", "publicKey"]
+    assert list(response.json["data"]) == [
+        *["valid", "id", "tenantId", "environment", "name", "publicKey"],
+        *["scopes", "meta", "expiresAt"],
+    ]
 
 
 def test_failure_window_is_stored_in_utc_whatever_the_session_time_zone(postgres_url):
@@ -489,7 +560,7 @@ def test_failure_window_is_stored_in_utc_whatever_the_session_time_zone(postgres
                     failed_attempts=0,
                 )
             )
-            store.record_failure(conn, "key_timezone000000"[:20], now, timedelta(seconds=60))
+            assert store.reserve_bcrypt_check(conn, "key_timezone000000"[:20], now, timedelta(seconds=60), 10)
             stored = conn.execute(
                 sa.select(db.api_keys.c.failed_window_start).where(db.api_keys.c.tenant_id == "tz")
             ).scalar_one()
@@ -502,7 +573,12 @@ def test_failure_window_is_stored_in_utc_whatever_the_session_time_zone(postgres
 def test_verification_survives_postgresql_dropping_its_connections(postgres_url, tmp_path, jwt_secret):
     """The lookup runs on a raw pooled connection: the pool's pre-ping must still replace dead ones."""
     app = create_app(
-        {"APIKEYS_DATABASE_URL": postgres_url, "APIKEYS_JWT_SECRET": jwt_secret, "APIKEYS_BCRYPT_ROUNDS": 4},
+        {
+            "APIKEYS_DATABASE_URL": postgres_url,
+            "APIKEYS_JWT_SECRET": jwt_secret,
+            "APIKEYS_BCRYPT_ROUNDS": 4,
+            "APIKEYS_VERIFIER_KEY": VERIFIER_KEY,
+        },
         instance_path=str(tmp_path / "instance"),
     )
     admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")

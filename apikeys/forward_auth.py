@@ -1,0 +1,140 @@
+"""/verify: the endpoint reverse proxies call (forward auth) to check a request's X-Api-Key, for any method and path.
+
+This is the hot path: its views read the request and write the answer by hand,
+at a fraction of webargs' and marshmallow's cost; flask-smorest only documents
+them (a test checks the answers against the documented schema).
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+from flask import g
+from flask import request
+from flask.views import MethodView
+from werkzeug.routing import Rule
+
+from apikeys import errors
+from apikeys import metrics
+from apikeys import schemas
+from apikeys import tenants
+from apikeys.api import blp
+from apikeys.keys import ENVIRONMENTS
+from apikeys.schema_fields import Timestamp
+from apikeys.verify import API_KEY_HEADER
+from apikeys.verify import get_state
+from apikeys.verify import verify_key
+
+SCOPES_HEADER = "X-Api-Key-Required-Scopes"
+_timestamp = Timestamp()._serialize
+
+
+def verification(environment: str | None, required: list[str]):
+    """Verify the request's X-Api-Key and answer with its identity; count the answer in the metrics by result."""
+    started = time.perf_counter()
+    try:
+        verified = verify_key(get_state(), request.headers.get(API_KEY_HEADER), environment, required)
+    except errors.VerificationError as error:
+        metrics.count_verification(error.code, time.perf_counter() - started)
+        raise
+    g.api_key = verified
+    data = {"valid": True, "id": verified.id, "tenantId": verified.tenant_id, "environment": verified.environment}
+    data |= {"name": verified.name, "publicKey": verified.public_key, "scopes": list(verified.scopes)}
+    data |= {"meta": verified.meta, "expiresAt": _timestamp(verified.expires_at, None, None)}
+    response = current_app.json.response({"statusCode": 200, "data": data})
+    headers = response.headers
+    headers["X-Api-Key-Id"] = verified.id
+    # Plain ASCII on the wire whatever the tenant: percent-encoded (see apikeys.tenants).
+    headers["X-Tenant-Id"] = tenants.header_value(verified.tenant_id)
+    headers["X-Api-Key-Environment"] = verified.environment
+    headers["X-Api-Key-Scopes"] = " ".join(verified.scopes)
+    metrics.count_verification("VALID", time.perf_counter() - started)
+    return response
+
+
+def _required_scopes(from_query: bool) -> list[str]:
+    required = request.headers.get(SCOPES_HEADER, "").split()
+    return required + request.args.getlist("scope") if from_query else required
+
+
+def verify_from_query():
+    """Verify the API key in X-Api-Key, of any environment or the one asked for; any method."""
+    environment = request.args.get("environment")
+    if environment is not None and environment not in ENVIRONMENTS:
+        raise errors.ApiKeysError(errors={"environment": [f"Must be one of: {', '.join(ENVIRONMENTS)}."]})
+    return verification(environment, _required_scopes(from_query=True))
+
+
+# Envoy's ext_authz appends the client's whole request path, query string included,
+# to /verify: there the query belongs to the client, so nothing is read from it.
+def verify_forwarded(subpath: str = ""):
+    """Verify the API key in X-Api-Key for a proxy that forwards the original path; any method."""
+    return verification(None, _required_scopes(from_query=False))
+
+
+QUERY_PARAMETERS = [
+    {
+        "in": "query",
+        "name": "environment",
+        "required": False,
+        "schema": {"type": "string", "enum": list(ENVIRONMENTS)},
+        "description": "Require a key of this environment.",
+    },
+    {
+        "in": "query",
+        "name": "scope",
+        "required": False,
+        "schema": {"type": "array", "items": {"type": "string"}},
+        "explode": True,
+        "description": "Require the key to grant this scope; repeat for several.",
+    },
+]
+SCOPES_PARAMETER = {
+    "in": "header",
+    "name": SCOPES_HEADER,
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "Scopes the key must grant, separated by spaces.",
+}
+
+
+def _documented(view, *, query: bool):
+    """Document a /verify view in OpenAPI, but call it bare: flask-smorest's wrappers cost on the hot path."""
+    parameters = [SCOPES_PARAMETER] + (QUERY_PARAMETERS if query else [])
+    documented = blp.doc(security=[{"apiKey": []}], parameters=parameters)(view)
+    documented = blp.alt_response(200, schema=schemas.VerifiedKeyEnvelopeSchema, success=True)(documented)
+    for status, name in ((401, "UNAUTHORIZED"), (403, "FORBIDDEN")) + (((400, "BAD_REQUEST"),) if query else ()):
+        documented = blp.alt_response(status, response=name)(documented)
+    view._apidoc = documented._apidoc  # what flask-smorest reads to write the document
+    return view
+
+
+@blp.route("/verify")
+class Verification(MethodView):
+    def get(self):
+        """Verify the API key in X-Api-Key, of any environment or the one asked for; any method."""
+        return verify_from_query()
+
+    _documented(get, query=True)
+    post = put = patch = delete = options = get
+
+
+@blp.route("/verify/<anypath:subpath>", merge_slashes=False)
+class ForwardedVerification(MethodView):
+    def get(self, subpath):
+        """Verify the API key in X-Api-Key for a proxy that forwards the original path; any method."""
+        return verify_forwarded(subpath)
+
+    _documented(get, query=False)
+    post = put = patch = delete = options = get
+
+
+def init_app(app) -> None:
+    """Let every other method (PROPFIND, MKCOL, PURGE...) reach /verify too, as a proxy may forward any."""
+    for path, endpoint, view in (
+        ("/verify", "verify_any_method", verify_from_query),
+        ("/verify/<anypath:subpath>", "verify_forwarded_any_method", verify_forwarded),
+    ):
+        app.url_map.add(Rule(path, endpoint=endpoint, methods=None, merge_slashes=False))
+        app.view_functions[endpoint] = view

@@ -1,0 +1,78 @@
+"""Prometheus metrics at /metrics: every /verify answer by result, and how long verification took.
+
+Under gunicorn the numbers of every worker are added up through
+prometheus-client's multiprocess mode: gunicorn_conf's hooks give it a fresh
+directory (PROMETHEUS_MULTIPROC_DIR) at start and tell it when a worker exits.
+No label carries a tenant or a key: cardinality stays fixed, and nothing private leaves.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Response
+
+from apikeys.verify import get_state
+
+# Each refusal's code, and the result label it is counted under.
+RESULTS = {
+    "VALID": "valid",
+    "MISSING_API_KEY": "missing",
+    "INVALID_API_KEY": "invalid",
+    "TOO_MANY_FAILED_ATTEMPTS": "too_many_attempts",
+    "API_KEY_DISABLED": "disabled",
+    "API_KEY_EXPIRED": "expired",
+    "WRONG_ENVIRONMENT": "wrong_environment",
+    "INSUFFICIENT_SCOPE": "insufficient_scope",
+}
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+_process_metrics = None  # prometheus-client's registry is per process, and so are these
+
+
+class VerificationMetrics:
+    """The counter of /verify answers by result and the latency histogram, made once per process."""
+
+    def __init__(self):
+        from prometheus_client import Counter
+        from prometheus_client import Histogram
+
+        counter = Counter("apikeys_verifications", "/verify answers, by result.", ["result"])
+        self.by_code = {code: counter.labels(result) for code, result in RESULTS.items()}
+        self.duration = Histogram(
+            "apikeys_verification_duration_seconds", "Time to verify a key at /verify.", buckets=BUCKETS
+        )
+
+
+def count_verification(code: str, seconds: float) -> None:
+    """Count one /verify answer under its result code (VALID or a refusal's code)."""
+    metrics = get_state().metrics
+    if metrics is not None:
+        metrics.by_code[code].inc()
+        metrics.duration.observe(seconds)
+
+
+def metrics_view():
+    """Answer the Prometheus text format: this process's metrics, or every gunicorn worker's."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+    from prometheus_client import CollectorRegistry
+    from prometheus_client import generate_latest
+    from prometheus_client import multiprocess
+
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def init_app(app) -> None:
+    """Serve /metrics and count verifications, unless APIKEYS_METRICS is off."""
+    global _process_metrics
+    if not app.config["APIKEYS_METRICS"]:
+        return
+    if _process_metrics is None:
+        _process_metrics = VerificationMetrics()
+    get_state(app).metrics = _process_metrics
+    app.add_url_rule("/metrics", "metrics", metrics_view)

@@ -1,0 +1,51 @@
+"""``apikeys serve``: gunicorn with apikeys' settings, honouring HOST, PORT and WEB_CONCURRENCY."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sys
+
+import click
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether ``host`` is only reachable from this machine."""
+    if host == "localhost" or host.startswith("unix:"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to bind (env: HOST).")
+@click.option(
+    "--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port (env: PORT)."
+)
+@click.option(
+    "--workers",
+    envvar="WEB_CONCURRENCY",
+    type=click.IntRange(min=1),
+    help="gunicorn workers (env: WEB_CONCURRENCY; default: 2 x cores + 1).",
+)
+@click.option("--dev", is_flag=True, help="Local stand-in: print a token for tenant 'dev', a console link and a curl.")
+@click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="Import keys from this JSON file at start.")
+def serve_command(host, port, workers, dev, seed):
+    """Serve the API with gunicorn; the database is created or upgraded first."""
+    if not is_loopback(host):
+        click.echo(
+            f"Warning: serving on {host} directly. gunicorn's workers can be held by slow clients: put a buffering "
+            "proxy such as nginx in front (docs/deployment.md).",
+            err=True,
+        )
+    environ = dict(os.environ, HOST=host, PORT=str(port))
+    if workers:
+        environ["WEB_CONCURRENCY"] = str(workers)
+    if dev:
+        environ["APIKEYS_DEV"] = "1"
+    if seed:
+        environ["APIKEYS_SEED"] = os.path.abspath(seed)
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
+    os.execve(sys.executable, argv, environ)  # noqa: S606 (replaces this process; no shell)

@@ -1,0 +1,1 @@
+"""Benchmarks and the soak: run from the repository root as `python -m bench.run` and `python -m bench.soak`."""

@@ -1,0 +1,74 @@
+"""Fixtures of the forward-auth tests: one apikeys under gunicorn, one protected application, and nginx."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from apikeys import db
+from tests.forward_auth.support import FAILED_ATTEMPTS_LIMIT
+from tests.forward_auth.support import Application
+from tests.forward_auth.support import Service
+from tests.forward_auth.support import find_program
+from tests.forward_auth.support import required
+from tests.servers import Gunicorn
+
+
+@pytest.fixture(scope="package")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("forward-auth")
+
+
+@pytest.fixture(scope="package")
+def service(workdir):
+    """apikeys under gunicorn (2 workers) on a SQLite file of its own, shared by the package's tests."""
+    url = f"sqlite:///{workdir / 'apikeys.sqlite3'}"
+    engine = sa.create_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    jwt_secret = secrets.token_urlsafe(64)
+    env = {
+        "APIKEYS_DATABASE_URL": url,
+        "APIKEYS_JWT_SECRET": jwt_secret,
+        "APIKEYS_BCRYPT_ROUNDS": "4",
+        "APIKEYS_INSTANCE_PATH": str(workdir / "instance"),
+        "APIKEYS_FAILED_ATTEMPTS_LIMIT": str(FAILED_ATTEMPTS_LIMIT),
+        "APIKEYS_DEV": "",  # never print a token, whatever the caller's environment says
+        "APIKEYS_SEED": "",
+    }
+    gunicorn = Gunicorn(workdir, env, workers=2)
+    try:
+        gunicorn.start()
+        yield Service(gunicorn.url, jwt_secret)
+    finally:
+        gunicorn.stop()
+
+
+@pytest.fixture(scope="package")
+def application():
+    """The protected application: an HTTP server on a free port that echoes and remembers every request."""
+    server = Application()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture(scope="package")
+def nginx_program() -> str:
+    """The nginx binary; without one the nginx tests skip, or fail in CI."""
+    program = find_program("nginx")
+    if program is None:
+        message = "nginx is not installed: apt-get install nginx (the nginx forward-auth tests run a real one)"
+        if required("APIKEYS_REQUIRE_NGINX"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return program

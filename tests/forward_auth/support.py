@@ -1,0 +1,318 @@
+"""What the forward-auth tests share: HTTP without secrets in the output, the running apikeys and the keys made
+through it, an application that echoes what it received, and a real nginx with every path in a test folder."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+from dataclasses import field
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from apikeys import config as config_module
+from apikeys import keys
+from apikeys.tokens import issue_token
+from tests.servers import ROOT
+from tests.servers import wait_for
+
+EXAMPLES = ROOT / "examples"
+NGINX_EXAMPLE = EXAMPLES / "nginx" / "apikeys.conf"
+TRAEFIK_EXAMPLE = EXAMPLES / "traefik" / "dynamic.yml"
+ENVOY_EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
+
+IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment")
+WWW_AUTHENTICATE = 'ApiKey realm="apikeys"'
+# What the Traefik middleware's address and Envoy's path_prefix point at; the example tests check the files agree.
+TRAEFIK_VERIFY_PATH = "/verify"
+ENVOY_PATH_PREFIX = "/verify"
+# Low, so that the lock-out test needs only a few requests.
+FAILED_ATTEMPTS_LIMIT = 3
+SECRET_PATTERN = re.compile(rb"sk_(?:live|test)_[0-9A-Za-z]*")
+# Every request through a proxy carries this header, so the test can find what the application received.
+TAG = "X-Test-Request"
+
+
+def required(variable: str) -> bool:
+    """Whether a missing program fails the run (``variable=1``, or in CI) instead of skipping its tests."""
+    return os.environ.get(variable) == "1" or os.environ.get("CI") == "true"
+
+
+def find_program(name: str) -> str | None:
+    """The path of an installed program, looking where apt and pip put them too."""
+    # /usr/sbin is not on every user's PATH; a pip-installed binary sits beside the venv's python.
+    path = os.pathsep.join(
+        [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", str(Path(sys.executable).parent)]
+    )
+    return shutil.which(name, path=path)
+
+
+@dataclass(repr=False)
+class Answer:
+    """An HTTP answer; its repr (which pytest prints when an assertion fails) shows no headers."""
+
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        # A create answer holds a secret: never let one reach the test output.
+        body = SECRET_PATTERN.sub(b"sk_<redacted>", self.body[:300])
+        return f"<Answer {self.status} {body!r}>"
+
+
+def send(url: str, method: str, path: str, headers=(), body: bytes | None = None) -> Answer:
+    """Send one request with exactly these headers (a list of pairs: names may repeat) and read the answer."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    try:
+        pairs = list(headers.items() if isinstance(headers, dict) else headers)
+        has_host = any(name.lower() == "host" for name, _ in pairs)
+        conn.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
+        for name, value in pairs:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return Answer(response.status, response.headers, response.read())
+    finally:
+        conn.close()
+
+
+@dataclass(frozen=True)
+class Key:
+    """A key made through the API; the secret stays out of the repr."""
+
+    id: str
+    tenant: str
+    environment: str
+    public_key: str
+    full_key: str = field(repr=False)
+
+    def with_wrong_secret(self) -> str:
+        """A well-formed key for the same public id with another secret (checksum and all)."""
+        return f"{self.public_key}.{keys.new_secret(self.environment)}"
+
+
+class Service:
+    """The running apikeys, and the dashboard calls the tests need."""
+
+    def __init__(self, url: str, jwt_secret: str):
+        self.url = url
+        self._jwt_config = {**config_module.DEFAULTS, "APIKEYS_JWT_SECRET": jwt_secret}
+
+    def _bearer(self, tenant: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {issue_token(self._jwt_config, tenant, 600)}"}
+
+    def create_key(self, tenant: str = "acme", environment: str = "live") -> Key:
+        body = json.dumps({"name": "forward auth", "environment": environment}).encode()
+        headers = {**self._bearer(tenant), "Content-Type": "application/json"}
+        answer = send(self.url, "POST", "/dashboard/api-keys", headers, body)
+        if answer.status != 201:
+            pytest.fail(f"creating a key answered {answer.status}")
+        data = answer.json()["data"]
+        return Key(data["id"], tenant, data["environment"], data["publicKey"], data["fullKey"])
+
+    def toggle(self, key: Key) -> bool:
+        answer = send(self.url, "POST", f"/dashboard/api-keys/{key.id}/toggle", self._bearer(key.tenant))
+        assert answer.status == 200
+        return answer.json()["data"]["active"]
+
+    def delete(self, key: Key) -> None:
+        answer = send(self.url, "DELETE", f"/dashboard/api-keys/{key.id}", self._bearer(key.tenant))
+        assert answer.status == 200
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    def _echo(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        received = {
+            "method": self.command,
+            "path": self.path,
+            # Should a key ever get through, the test sees that it did, never what it was.
+            "headers": [(n, "<redacted>" if n.lower() == "x-api-key" else v) for n, v in self.headers.items()],
+            "body": body.decode("latin-1"),
+        }
+        self.server.record(received)
+        payload = json.dumps(received).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
+
+    def log_message(self, *args):
+        pass
+
+
+class Application(ThreadingHTTPServer):
+    """A protected application on a free port that remembers every request it got."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), EchoHandler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        self._received: list[dict] = []
+        self._lock = threading.Lock()
+
+    def record(self, received: dict) -> None:
+        with self._lock:
+            self._received.append(received)
+
+    def received(self, tag: str) -> list[dict]:
+        """The requests that carried this tag."""
+        with self._lock:
+            return [r for r in self._received if dict(r["headers"]).get(TAG) == tag]
+
+
+def header_values(received: dict, name: str) -> list[str]:
+    """Every value the application got for ``name``, counting X_Tenant_Id as X-Tenant-Id as WSGI servers do."""
+    wanted = name.lower().replace("_", "-")
+    return [v for n, v in received["headers"] if n.lower().replace("_", "-") == wanted]
+
+
+class Proxy:
+    """A proxy in front of ``application``: send a tagged request, get the answer and what the application saw."""
+
+    def __init__(self, url: str, application: Application):
+        self.url = url
+        self.application = application
+
+    def request(self, method: str, path: str = "/orders/42?x=1", headers=(), body: bytes | None = None):
+        tag = uuid.uuid4().hex
+        pairs = list(headers.items() if isinstance(headers, dict) else headers) + [(TAG, tag)]
+        answer = send(self.url, method, path, pairs, body)
+        return answer, self.application.received(tag)
+
+
+def assert_identity(received: dict, key: Key) -> None:
+    """The application got the key's identity, once each, and never the key."""
+    assert header_values(received, "X-Tenant-Id") == [key.tenant]
+    assert header_values(received, "X-Api-Key-Id") == [key.id]
+    assert header_values(received, "X-Api-Key-Environment") == [key.environment]
+    assert "x-api-key" not in [n.lower().replace("_", "-") for n, _ in received["headers"]]
+
+
+def assert_refused(answer: Answer, seen: list[dict], status: int, *, body: bool = True) -> None:
+    """The proxy answered ``status`` as JSON and the application never heard of the request."""
+    assert answer.status == status
+    assert seen == []
+    assert answer.headers.get_content_type() == "application/json"
+    if body:
+        assert answer.json()["statusCode"] == status
+    else:
+        assert answer.body == b""
+    if status == 401:
+        assert answer.headers.get_all("WWW-Authenticate") == [WWW_AUTHENTICATE]
+    else:
+        assert answer.headers.get("WWW-Authenticate") is None
+
+
+def assert_verified(answer: Answer, key: Key, *, body: bool = True) -> None:
+    """/verify said yes, with the key's identity in the headers a proxy copies."""
+    assert answer.status == 200
+    assert answer.headers["X-Tenant-Id"] == key.tenant
+    assert answer.headers["X-Api-Key-Id"] == key.id
+    assert answer.headers["X-Api-Key-Environment"] == key.environment
+    if body:
+        data = answer.json()["data"]
+        assert data["valid"] is True
+        assert (data["id"], data["tenantId"], data["publicKey"]) == (key.id, key.tenant, key.public_key)
+
+
+@dataclass
+class Nginx:
+    """A real nginx in the foreground, in its own process group, with every path under ``directory``."""
+
+    program: str
+    directory: Path
+    site: str
+    port: int
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        d = self.directory
+        d.mkdir(parents=True)
+        (d / "apikeys.conf").write_text(self.site)
+        # As root, nginx's workers would run as nobody and could not use these paths.
+        user = "user root;\n" if os.geteuid() == 0 else ""
+        (d / "nginx.conf").write_text(
+            f"{user}worker_processes 1;\n"
+            "events { worker_connections 128; }\n"
+            "http {\n"
+            f'    client_body_temp_path "{d}/client_body";\n'
+            f'    proxy_temp_path "{d}/proxy";\n'
+            f'    fastcgi_temp_path "{d}/fastcgi";\n'
+            f'    uwsgi_temp_path "{d}/uwsgi";\n'
+            f'    scgi_temp_path "{d}/scgi";\n'
+            f'    access_log "{d}/access.log";\n'
+            f'    include "{d}/apikeys.conf";\n'
+            "}\n"
+        )
+        command = [
+            self.program,
+            "-p",
+            str(d),
+            "-c",
+            str(d / "nginx.conf"),
+            "-g",
+            f'daemon off; pid "{d}/nginx.pid"; error_log "{d}/error.log" info;',
+        ]
+        with open(d / "stderr.log", "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for(self.url + "/", timeout=15, process=self.process)
+        except (RuntimeError, TimeoutError) as error:
+            self.stop()
+            pytest.fail(f"nginx did not start: {error}\n{self.logs()}")
+        return self
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return "".join(
+            p.read_text(errors="replace")
+            for p in (self.directory / "error.log", self.directory / "stderr.log")
+            if p.exists()
+        )
+
+
+def render(example: Path, replacements: dict[str, str], *, count: int = 1) -> str:
+    """A shipped example with its placeholders replaced; each must appear ``count`` times, so none is missed."""
+    text = example.read_text()
+    for placeholder, real in replacements.items():
+        assert text.count(placeholder) == count, f"{example.name} must hold {placeholder!r} {count} time(s)"
+        text = text.replace(placeholder, real)
+    return text

