@@ -204,37 +204,46 @@ def test_sign_in_create_verify_regenerate_toggle_delete_sign_out(session, server
     shown.append(create_key(session, "Staging worker", environment="test"))
     row(page, "Staging worker").wait_for()
     create_png = tmp_path / "console-create.png"
-    billing = create_key(session, "Billing <backend>", environment="live", screenshot=[create_png])
+    billing = create_key(
+        session,
+        "Billing backend",
+        environment="live",
+        expires="2099-12-31T12:00",
+        scopes="invoices:read invoices:write",
+        meta='{"team": "payments"}',
+        screenshot=[create_png],
+    )
     shown.append(billing)
     assert billing.startswith("pk_live_")
 
-    # The list: newest first, every column; a name shows as typed, as text, not markup.
-    billing_row = row(page, "Billing <backend>")
+    # The list: newest first, every column.
+    billing_row = row(page, "Billing backend")
     billing_row.wait_for()
-    assert page.locator("#keys-body .key-name").all_inner_texts() == ["Billing <backend>", "Staging worker"]
+    assert page.locator("#keys-body .key-name").all_inner_texts() == ["Billing backend", "Staging worker"]
     cells = billing_row.locator("td").all_inner_texts()
     assert cells[1] == "live"
     assert cells[2] == billing.split(".")[0]  # the public key
     assert cells[3] == "Active"
     assert re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d", cells[4])  # created, in the browser's zone
     assert cells[5] == "never"  # last used
-    assert cells[6] == "never"  # expiry
-    assert cells[7] == "none"  # scopes
+    assert cells[6] == "2099-12-31 12:00"  # expiry, in the browser's zone (UTC here)
+    assert cells[7].split() == ["invoices:read", "invoices:write"]
+    assert row(page, "Staging worker").locator("td").all_inner_texts()[6:8] == ["never", "none"]
     assert page.locator("#keys-page").inner_text() == "Page 1 of 1 (2 in all)"
-    keys_png = tmp_path / "console-keys.png"
-    page.screenshot(path=keys_png, full_page=True)
 
     # The key works where an application presents it, and the list then shows it used.
     status, answer = verify(server, billing)
     assert status == 200, answer
-    assert answer["data"]["name"] == "Billing <backend>"
+    assert answer["data"]["name"] == "Billing backend"
     page.reload()
     billing_row.wait_for()
-    assert billing_row.locator("td").nth(5).inner_text() != "never"
+    assert re.fullmatch(r"20\d\d-\d\d-\d\d \d\d:\d\d", billing_row.locator("td").nth(5).inner_text())
+    keys_png = tmp_path / "console-keys.png"
+    page.screenshot(path=keys_png, full_page=True)
 
     # Regenerate (no grace period): the copy button puts the new key on the clipboard.
-    billing_row.get_by_role("button", name="Regenerate Billing <backend>").click()
-    regenerate = page.get_by_role("dialog", name="Regenerate “Billing <backend>”?")
+    billing_row.get_by_role("button", name="Regenerate Billing backend").click()
+    regenerate = page.get_by_role("dialog", name="Regenerate “Billing backend”?")
     assert regenerate.get_by_label("The old secret").input_value() == ""  # stops working now
     regenerate.get_by_role("button", name="Regenerate").click()
     page.get_by_role("dialog", name="Copy your new API key").wait_for()
@@ -242,7 +251,7 @@ def test_sign_in_create_verify_regenerate_toggle_delete_sign_out(session, server
     page.get_by_text("Copied to the clipboard.").wait_for()
     copied = page.evaluate("() => navigator.clipboard.readText()")
     page.evaluate("() => navigator.clipboard.writeText('')")
-    rotated = read_secret_once(session, "Billing <backend>")
+    rotated = read_secret_once(session, "Billing backend")
     shown.append(rotated)
     assert copied == rotated
     assert rotated != billing and rotated.split(".")[0] == billing.split(".")[0]
@@ -250,22 +259,22 @@ def test_sign_in_create_verify_regenerate_toggle_delete_sign_out(session, server
     assert verify(server, rotated)[0] == 200
 
     # Disable, then enable.
-    billing_row.get_by_role("button", name="Disable Billing <backend>").click()
+    billing_row.get_by_role("button", name="Disable Billing backend").click()
     billing_row.get_by_text("Disabled", exact=True).wait_for()
-    assert page.locator("#status").inner_text() == "Disabled “Billing <backend>”."
+    assert page.locator("#status").inner_text() == "Disabled “Billing backend”."
     assert verify(server, rotated)[0] == 403
-    billing_row.get_by_role("button", name="Enable Billing <backend>").click()
+    billing_row.get_by_role("button", name="Enable Billing backend").click()
     billing_row.get_by_text("Active", exact=True).wait_for()
     assert verify(server, rotated)[0] == 200
 
     # Delete, after a confirmation that names the key; Cancel first, which keeps it.
-    billing_row.get_by_role("button", name="Delete Billing <backend>").click()
-    confirm = page.get_by_role("dialog", name="Delete “Billing <backend>”?")
+    billing_row.get_by_role("button", name="Delete Billing backend").click()
+    confirm = page.get_by_role("dialog", name="Delete “Billing backend”?")
     assert "cannot be undone" in confirm.inner_text()
     confirm.get_by_role("button", name="Cancel").click()
     confirm.wait_for(state="hidden")
     assert verify(server, rotated)[0] == 200
-    billing_row.get_by_role("button", name="Delete Billing <backend>").click()
+    billing_row.get_by_role("button", name="Delete Billing backend").click()
     confirm.get_by_role("button", name="Delete key").click()
     billing_row.wait_for(state="detached")
     assert page.locator("#keys-body .key-name").all_inner_texts() == ["Staging worker"]
@@ -358,23 +367,23 @@ def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server)
     assert edit.get_by_label("Scopes").input_value() == "orders:read invoices:*"
     assert json.loads(edit.get_by_label("Metadata").input_value()) == {"team": "billing", "owner": "<b>ops</b>"}
     assert edit.get_by_label("Expires (your local time)").input_value() == "2099-12-31T12:00"
-    edit.get_by_label("Name").fill("Orders API v2")
+    edit.get_by_label("Name").fill("Orders API <v2>")
     edit.get_by_label("Scopes").fill("orders:*")
     edit.get_by_label("Metadata").fill('{"team": "payments"}')
     edit.get_by_label("Expires (your local time)").fill("")
     edit.get_by_role("button", name="Save changes").click()
     edit.wait_for(state="hidden")
-    edited_row = row(page, "Orders API v2")
+    edited_row = row(page, "Orders API <v2>")  # a name shows as typed: text, not markup
     edited_row.wait_for()
     cells = edited_row.locator("td").all_inner_texts()
     assert cells[6] == "never" and cells[7] == "orders:*"
     answer = verify(server, graced)[1]
-    assert answer["data"]["name"] == "Orders API v2" and answer["data"]["scopes"] == ["orders:*"]
+    assert answer["data"]["name"] == "Orders API <v2>" and answer["data"]["scopes"] == ["orders:*"]
     assert answer["data"]["meta"] == {"team": "payments"} and answer["data"]["expiresAt"] is None
 
     # Invalid input is refused in the dialog with the API's message, and the dialog stays open.
-    edited_row.get_by_role("button", name="Edit Orders API v2").click()
-    edit = page.get_by_role("dialog", name="Edit “Orders API v2”")
+    edited_row.get_by_role("button", name="Edit Orders API <v2>").click()
+    edit = page.get_by_role("dialog", name="Edit “Orders API <v2>”")
     edit.get_by_label("Scopes").fill("has-a-bang!")
     edit.get_by_role("button", name="Save changes").click()
     edit.get_by_role("alert").wait_for()
@@ -385,12 +394,12 @@ def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server)
     edit.get_by_role("button", name="Cancel").click()
 
     # Disable, enable, delete: then the audit log shows every change, newest first, by the token's subject.
-    edited_row.get_by_role("button", name="Disable Orders API v2").click()
+    edited_row.get_by_role("button", name="Disable Orders API <v2>").click()
     edited_row.get_by_text("Disabled", exact=True).wait_for()
-    edited_row.get_by_role("button", name="Enable Orders API v2").click()
+    edited_row.get_by_role("button", name="Enable Orders API <v2>").click()
     edited_row.get_by_text("Active", exact=True).wait_for()
-    edited_row.get_by_role("button", name="Delete Orders API v2").click()
-    page.get_by_role("dialog", name="Delete “Orders API v2”?").get_by_role("button", name="Delete key").click()
+    edited_row.get_by_role("button", name="Delete Orders API <v2>").click()
+    page.get_by_role("dialog", name="Delete “Orders API <v2>”?").get_by_role("button", name="Delete key").click()
     edited_row.wait_for(state="detached")
 
     page.get_by_role("link", name="Audit log").click()

@@ -60,7 +60,9 @@ export function shortTime(iso) {
 
 export function timeCell(iso, empty) {
   if (!iso) return document.createTextNode(empty);
-  return el("time", { datetime: iso, title: iso }, shortTime(iso));
+  // Day and time each in one piece: a narrow column breaks the line between them, not inside.
+  const [day, clock] = shortTime(iso).split(" ");
+  return el("time", { datetime: iso, title: iso }, el("span", {}, day), " ", el("span", {}, clock));
 }
 
 export function cell(label, ...children) {
