@@ -142,6 +142,7 @@ def verify(server, full_key: str) -> tuple[int, dict]:
 
 
 def row(page, name: str):
+    """The list's row for the key named exactly ``name``."""
     return page.locator("#keys-body tr", has=page.locator(".key-name", has_text=re.compile(f"^{re.escape(name)}$")))
 
 
@@ -161,6 +162,7 @@ def read_secret_once(session: Session, name: str) -> str:
 
 
 def sign_in(session: Session, token: str) -> None:
+    """Open the console and sign in by pasting ``token``, as a person would."""
     page = session.page
     page.goto("/console")
     page.get_by_label("Bearer token (JWT)").fill(token)
@@ -169,6 +171,7 @@ def sign_in(session: Session, token: str) -> None:
 
 
 def create_key(session: Session, name: str, *, environment="test", expires="", scopes="", meta="", screenshot=None):
+    """Create a key through the dialog and return its full key, read once from the screen."""
     page = session.page
     page.get_by_role("button", name="New key").click()
     dialog = page.get_by_role("dialog", name="New API key")
