@@ -316,7 +316,7 @@ def test_sign_in_create_verify_regenerate_toggle_delete_sign_out(session, server
         shutil.copyfile(create_png, DOCS / "console-create.png")
 
 
-def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server):
+def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server, tmp_path):
     page = session.page
     token = issue_token(
         {
@@ -419,6 +419,7 @@ def test_scopes_expiry_metadata_grace_period_edit_and_audit_log(session, server)
     ]
     assert set(page.locator("#audit-body td[data-label=Actor]").all_inner_texts()) == {"alice@example.com"}
     assert page.locator("#audit-page").inner_text() == "Page 1 of 1 (6 in all)"
+    page.screenshot(path=tmp_path / "console-audit.png", full_page=True)
     page_text = session.page_text()
     stored = session.storage()
     for shown_key in shown:
