@@ -43,7 +43,7 @@ def service(workdir):
     gunicorn = Gunicorn(workdir, env, workers=2)
     try:
         gunicorn.start()
-        yield Service(gunicorn.url, jwt_secret)
+        yield Service(gunicorn.url, jwt_secret, url)
     finally:
         gunicorn.stop()
 

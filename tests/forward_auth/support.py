@@ -21,8 +21,10 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from apikeys import config as config_module
+from apikeys import db
 from apikeys import keys
 from apikeys.tokens import issue_token
 from tests.servers import ROOT
@@ -33,7 +35,7 @@ NGINX_EXAMPLE = EXAMPLES / "nginx" / "apikeys.conf"
 TRAEFIK_EXAMPLE = EXAMPLES / "traefik" / "dynamic.yml"
 ENVOY_EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
 
-IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment")
+IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment", "X-Api-Key-Scopes")
 WWW_AUTHENTICATE = 'ApiKey realm="apikeys"'
 # What the Traefik middleware's address and Envoy's path_prefix point at; the example tests check the files agree.
 TRAEFIK_VERIFY_PATH = "/verify"
@@ -104,6 +106,7 @@ class Key:
     environment: str
     public_key: str
     full_key: str = field(repr=False)
+    scopes: tuple[str, ...] = ()
 
     def with_wrong_secret(self) -> str:
         """A well-formed key for the same public id with another secret (checksum and all)."""
@@ -113,21 +116,31 @@ class Key:
 class Service:
     """The running apikeys, and the dashboard calls the tests need."""
 
-    def __init__(self, url: str, jwt_secret: str):
+    def __init__(self, url: str, jwt_secret: str, database_url: str = ""):
         self.url = url
+        self.database_url = database_url
         self._jwt_config = {**config_module.DEFAULTS, "APIKEYS_JWT_SECRET": jwt_secret}
 
     def _bearer(self, tenant: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {issue_token(self._jwt_config, tenant, 600)}"}
 
-    def create_key(self, tenant: str = "acme", environment: str = "live") -> Key:
-        body = json.dumps({"name": "forward auth", "environment": environment}).encode()
+    def create_key(self, tenant: str = "acme", environment: str = "live", scopes=()) -> Key:
+        body = json.dumps({"name": "forward auth", "environment": environment, "scopes": list(scopes)}).encode()
         headers = {**self._bearer(tenant), "Content-Type": "application/json"}
         answer = send(self.url, "POST", "/dashboard/api-keys", headers, body)
         if answer.status != 201:
             pytest.fail(f"creating a key answered {answer.status}")
         data = answer.json()["data"]
-        return Key(data["id"], tenant, data["environment"], data["publicKey"], data["fullKey"])
+        return Key(data["id"], tenant, data["environment"], data["publicKey"], data["fullKey"], tuple(data["scopes"]))
+
+    def forget_digest(self, key: Key) -> None:
+        """Make the key's row look written before digests: its next checks take bcrypt, with the try limit."""
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key.id).values(secret_digest=None))
+        finally:
+            engine.dispose()
 
     def toggle(self, key: Key) -> bool:
         answer = send(self.url, "POST", f"/dashboard/api-keys/{key.id}/toggle", self._bearer(key.tenant))
@@ -210,6 +223,7 @@ def assert_identity(received: dict, key: Key) -> None:
     assert header_values(received, "X-Tenant-Id") == [key.tenant]
     assert header_values(received, "X-Api-Key-Id") == [key.id]
     assert header_values(received, "X-Api-Key-Environment") == [key.environment]
+    assert header_values(received, "X-Api-Key-Scopes") in ([" ".join(key.scopes)], [])  # an empty header may be dropped
     assert "x-api-key" not in [n.lower().replace("_", "-") for n, _ in received["headers"]]
 
 
@@ -311,8 +325,12 @@ class Nginx:
 
 def render(example: Path, replacements: dict[str, str], *, count: int = 1) -> str:
     """A shipped example with its placeholders replaced; each must appear ``count`` times, so none is missed."""
-    text = example.read_text()
+    return render_text(example.read_text(), example.name, replacements, count=count)
+
+
+def render_text(text: str, name: str, replacements: dict[str, str], *, count: int = 1) -> str:
+    """``text`` with its placeholders replaced; each must appear ``count`` times."""
     for placeholder, real in replacements.items():
-        assert text.count(placeholder) == count, f"{example.name} must hold {placeholder!r} {count} time(s)"
+        assert text.count(placeholder) == count, f"{name} must hold {placeholder!r} {count} time(s)"
         text = text.replace(placeholder, real)
     return text

@@ -27,16 +27,19 @@ def test_traefik_example_settings():
 
     data = yaml.safe_load(TRAEFIK_EXAMPLE.read_text())
     middlewares = data["http"]["middlewares"]
-    (name,) = [name for name, middleware in middlewares.items() if "forwardAuth" in middleware]
-    auth = middlewares[name]["forwardAuth"]
-    address = urllib.parse.urlsplit(auth["address"])
-    assert (address.path, address.query) == (TRAEFIK_VERIFY_PATH, "")
-    assert auth["trustForwardHeader"] is False
-    assert auth["authResponseHeaders"] == list(IDENTITY_HEADERS)
+    checks = [name for name, middleware in middlewares.items() if "forwardAuth" in middleware]
+    assert checks == ["apikeys", "apikeys-admin"]  # any valid key; a key granting admin:users
+    for name in checks:
+        auth = middlewares[name]["forwardAuth"]
+        address = urllib.parse.urlsplit(auth["address"])
+        assert address.path == TRAEFIK_VERIFY_PATH
+        assert address.query == ("" if name == "apikeys" else "scope=admin:users")
+        assert auth["trustForwardHeader"] is False
+        assert auth["authResponseHeaders"] == list(IDENTITY_HEADERS)
     routers = data["http"]["routers"]
     assert routers
     for router in routers.values():
-        assert router["middlewares"][0] == name  # the key is checked before anything else runs
+        assert router["middlewares"][0] in checks  # the key is checked before anything else runs
         assert router["service"] in data["http"]["services"]
     # The middleware that cleans up after it removes the key and the underscore look-alikes.
     removed = {
@@ -45,7 +48,7 @@ def test_traefik_example_settings():
         for header, value in middleware.get("headers", {}).get("customRequestHeaders", {}).items()
         if value == ""
     }
-    assert {"X-Api-Key", "X_Tenant_Id", "X_Api_Key_Id", "X_Api_Key_Environment"} <= removed
+    assert {"X-Api-Key", "X_Tenant_Id", "X_Api_Key_Id", "X_Api_Key_Environment", "X_Api_Key_Scopes"} <= removed
 
 
 def test_envoy_example_settings():

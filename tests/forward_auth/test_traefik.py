@@ -20,6 +20,7 @@ from tests.forward_auth.support import assert_refused
 from tests.forward_auth.support import assert_verified
 from tests.forward_auth.support import find_program
 from tests.forward_auth.support import render
+from tests.forward_auth.support import render_text
 from tests.forward_auth.support import send
 from tests.servers import free_port
 
@@ -100,7 +101,8 @@ def traefik(service, application, workdir):
         pytest.skip(message)
     directory = workdir / "traefik"
     directory.mkdir()
-    dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": service.url, "http://my-api:9000": application.url})
+    dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": service.url}, count=2)  # two middlewares
+    dynamic = render_text(dynamic, TRAEFIK_EXAMPLE.name, {"http://my-api:9000": application.url})
     (directory / "dynamic.yml").write_text(dynamic)
     port = free_port()
     (directory / "traefik.yml").write_text(
@@ -163,3 +165,17 @@ def test_traefik_example_end_to_end(traefik, service):
     service.toggle(key)
     answer, seen = traefik.request("DELETE", headers={"X-Api-Key": key.full_key})
     assert_refused(answer, seen, 403)
+
+
+def test_traefik_example_requires_a_scope_on_the_admin_route(traefik, service):
+    plain = service.create_key("acme")
+    admin = service.create_key("acme", scopes=["admin:*"])
+
+    answer, seen = traefik.request("GET", "/admin/users", {"X-Api-Key": plain.full_key})
+    assert_refused(answer, seen, 403)
+    assert answer.json()["code"] == "INSUFFICIENT_SCOPE"
+
+    answer, seen = traefik.request("GET", "/admin/users", {"X-Api-Key": admin.full_key})
+    assert answer.status == 200
+    assert_identity(seen[0], admin)
+    assert traefik.request("GET", "/orders/1", {"X-Api-Key": plain.full_key})[0].status == 200
