@@ -37,6 +37,7 @@ EXTRAS = {
     "APIKEYS_REQUIRE_POSTGRES": "tests/servers.py",
     "APIKEYS_REQUIRE_NGINX": "tests/forward_auth/conftest.py",
     "APIKEYS_REQUIRE_TRAEFIK": "tests/forward_auth/test_traefik.py",
+    "APIKEYS_CONSOLE_SCREENSHOTS": "tests/console/test_browser.py",
 }
 # What the README's configuration table lists besides SETTINGS, each with the file that reads it.
 TABLE_EXTRAS = {
