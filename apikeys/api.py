@@ -230,4 +230,6 @@ def init_app(app) -> None:
     api = EnvelopeApi(app)
     api.register_converter(AnyPathConverter, lambda converter: {"type": "string"})
     api.register_blueprint(blp)
+    # A PATCH must change something: what UpdateKeySchema checks, in the document too.
+    api.spec.components.schemas["UpdateKey"]["minProperties"] = 1
     forward_auth.init_app(app)

@@ -179,13 +179,20 @@ def _flatten_locations(errors: dict) -> dict:
     flat = {}
     for location, fields in errors.items():
         if isinstance(fields, dict):
-            flat.update(fields)
+            flat.update({field: _messages(messages) for field, messages in fields.items()})
         else:
             flat[location] = fields
     for key in ("json", "_schema"):
         if key in flat and isinstance(flat[key], list):
             flat["body"] = [_BODY_MESSAGES.get(message, message) for message in flat.pop(key)]
     return flat
+
+
+def _messages(messages) -> list[str]:
+    """Return a field's messages as a list of strings; an item's own (``{0: [...]}``) say which item."""
+    if isinstance(messages, dict):
+        return [f"Item {index}: {text}" for index, texts in messages.items() for text in _messages(texts)]
+    return [str(text) for text in messages] if isinstance(messages, list) else [str(messages)]
 
 
 def init_app(app) -> None:

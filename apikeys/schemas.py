@@ -52,6 +52,7 @@ class UpdateKeySchema(ma.Schema):
 class RegenerateSchema(ma.Schema):
     gracePeriodSeconds = fields.Integer(
         attribute="grace_period",
+        strict=True,  # 1.5 or "60" in a JSON body is a mistake, not a number to round
         validate=validate.Range(min=0, max=MAX_GRACE_PERIOD),
         metadata={"description": "Keep the previous secret verifying for this long."},
     )

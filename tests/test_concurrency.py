@@ -188,14 +188,14 @@ def test_concurrent_regenerates_leave_one_secret(service, jwt, pool, database_ur
     assert verified[-1][0] == 401
     assert {body["code"] for status, body in verified if status == 401} == {"INVALID_API_KEY"}
 
-    # The failure counter is one row shared by every worker, counted in single statements: none is lost.
+    # The refused secrets were compared by digest: a key that has one never has its bcrypt tries counted.
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
             failed = conn.execute(sa.select(api_keys.c.failed_attempts).where(api_keys.c.id == key_id)).scalar_one()
     finally:
         engine.dispose()
-    assert failed == answered
+    assert failed == 0
     assert_clean_logs(service)
 
 

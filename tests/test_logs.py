@@ -112,3 +112,25 @@ def test_request_log_escapes_the_method(log_format, client, capsys, method):
         assert line.split(": ", 1)[1].startswith(escape(method.upper()) + " /healthz ")
     else:
         assert line["method"] == method.upper()
+
+
+@pytest.mark.parametrize("log_verified", [False, True])
+def test_successful_verifications_are_logged_only_when_asked(config, tmp_path, make_key, caplog, log_verified):
+    """The proxy in front logs every request: a line per successful /verify is opt-in, refusals always have one."""
+    from apikeys import create_app
+    from apikeys import db
+
+    key = make_key()
+    app = create_app({**config, "APIKEYS_LOG_VERIFIED": log_verified}, instance_path=str(tmp_path / "logged"))
+    try:
+        client = app.test_client()
+        with caplog.at_level("INFO", logger="apikeys.requests"):
+            caplog.clear()  # the key's creation has its own line
+            assert client.get("/verify", headers={"X-Api-Key": key["fullKey"]}).status_code == 200
+            assert client.get("/verify").status_code == 401
+    finally:
+        db.get_engine(app).dispose()
+    lines = [record.getMessage() for record in caplog.records if record.name == "apikeys.requests"]
+    assert [line.split()[:3] for line in lines] == ([["GET", "/verify", "200"]] if log_verified else []) + [
+        ["GET", "/verify", "401"]
+    ]
