@@ -76,12 +76,16 @@ def jwt_secret():
 @pytest.fixture
 def server_env(database_url, jwt_secret, tmp_path):
     """The environment of this test's servers: bcrypt 12 and one verifier key for every worker."""
+    # The metrics folder is the test's, not one the master makes and removes on exit: see ``server``.
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
     return service_env(
         database_url,
         jwt_secret,
         tmp_path / "instance",
         APIKEYS_BCRYPT_ROUNDS=BCRYPT_ROUNDS,
         APIKEYS_VERIFIER_KEY=new_verifier_key(),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
         GUNICORN_CMD_ARGS=GUNICORN_ARGS,
     )
 
@@ -91,7 +95,10 @@ def server(server_env, tmp_path):
     """gunicorn -w 4 on this test's database."""
     running = Gunicorn(tmp_path, server_env, workers=WORKERS).start()
     yield running
-    running.stop()
+    # Killed, not stopped: each worker spends about a second of CPU finalizing the
+    # interpreter after SIGTERM (5 s per server on this 2-core machine), and none of
+    # these tests is about shutting down.
+    running.kill()
 
 
 @pytest.fixture
@@ -323,15 +330,17 @@ def test_wrong_secrets_over_many_keys_do_not_slow_an_unrelated_holder(server, jw
         holder_p90_ms=round(1000 * p90(latencies), 1),
         holder_max_ms=round(1000 * max(latencies), 1),
     )
-    # Preconditions: the holder's requests all ran inside a flood of at least 5 s that really sent.
+    # Preconditions: the holder's requests all ran inside a flood of at least 5 s that reached every key.
+    # (Its rate is a figure, not a condition: a design that runs bcrypt per wrong secret sends far fewer.)
     assert flood_outlasted_holder
-    assert report["seconds"] >= 5 and attack_sent >= 10 * FLOOD_KEYS
+    assert report["seconds"] >= 5 and attack_sent >= FLOOD_KEYS
     assert statuses == {200: HOLDER_REQUESTS}
     assert p90(latencies) < 0.250
 
 
 STREAM_THREADS = 6
-AFTER_ACK_SECONDS = 0.8
+AFTER_ACK_SECONDS = 0.5  # at least, and until AFTER_ACK_REQUESTS requests that started after the answer are back
+AFTER_ACK_REQUESTS = 30
 
 
 class VerificationStream:
@@ -361,9 +370,10 @@ class VerificationStream:
         for thread in self.threads:
             thread.join()
 
-    def count(self) -> int:
+    def count(self, started_after: float = 0.0) -> int:
+        """How many requests that started after ``started_after`` have been answered."""
         with self.lock:
-            return len(self.records)
+            return sum(1 for started, _, _ in self.records if started > started_after)
 
 
 def revoke_under_stream(server: Gunicorn, full_key: str, action, label: str) -> dict:
@@ -378,7 +388,10 @@ def revoke_under_stream(server: Gunicorn, full_key: str, action, label: str) -> 
         status, body = action()
         acknowledged = time.monotonic()
         assert status == 200, body
-        time.sleep(AFTER_ACK_SECONDS)
+        deadline = acknowledged + 30
+        while time.monotonic() < acknowledged + AFTER_ACK_SECONDS or stream.count(acknowledged) < AFTER_ACK_REQUESTS:
+            assert time.monotonic() < deadline, f"{label}: the stream stalled after the acknowledgement"
+            time.sleep(0.01)
     before = Counter(status for started, finished, status in stream.records if finished < called)
     during = Counter(status for started, finished, status in stream.records if finished >= called > started)
     after = Counter(status for started, _, status in stream.records if started > acknowledged)
@@ -413,7 +426,7 @@ def test_revocation_holds_from_the_acknowledgement(server, jwt, database_url):
         )
     for action, outcome in outcomes.items():
         assert outcome["before"] and set(outcome["before"]) == {200}, action  # it worked until revoked
-        assert outcome["after"].total() >= 20, action  # enough requests started after the acknowledgement
+        assert outcome["after"].total() >= AFTER_ACK_REQUESTS, action
         assert outcome["after"][200] == 0, (action, dict(outcome["after"]))
     assert outcomes["disable"]["answer"]["data"]["active"] is False
     assert set(outcomes["delete"]["after"]) == {401}
@@ -458,7 +471,9 @@ def test_a_host_with_another_verifier_key_refuses_to_start(server, server_env, j
     )
     print("\n".join(naming))  # the line an operator reads; it names the setting, never a key
     assert second.returncode != 0
-    assert elapsed < 10
+    assert elapsed < 15
+    # It refused before it listened or forked a worker, so no request could reach a host with the wrong key.
+    assert "Listening at" not in stderr and "Booting worker" not in stderr
     assert len(naming) == 1
     assert "Traceback" not in stderr + stdout
     assert other_key not in stderr + stdout and server_env["APIKEYS_VERIFIER_KEY"] not in stderr + stdout
