@@ -287,7 +287,9 @@ def p90(values: list[float]) -> float:
 
 def test_wrong_secrets_over_many_keys_do_not_slow_an_unrelated_holder(server, jwt, database_url):
     """Wrong secrets round-robin over 40 keys from 12 connections: an unrelated holder gets 30/30 200, p90 < 250 ms."""
+    setup_started = time.monotonic()
     targets = [key["publicKey"] for key in create_keys(server, jwt, FLOOD_KEYS)]
+    setup_seconds = time.monotonic() - setup_started
     holder = create_key(server, jwt, "unrelated holder")
     idle = [timed_verify(server, holder["fullKey"]) for _ in range(10)]
     assert {status for status, _ in idle} == {200}
@@ -320,6 +322,7 @@ def test_wrong_secrets_over_many_keys_do_not_slow_an_unrelated_holder(server, jw
     figures(
         "many-keys-flood",
         database_url,
+        create_40_keys_seconds=round(setup_seconds, 1),
         attack_requests=attack_sent,
         attack_per_second=round(attack_sent / report["seconds"]),
         attack_seconds=round(report["seconds"], 1),
@@ -479,3 +482,44 @@ def test_a_host_with_another_verifier_key_refuses_to_start(server, server_env, j
     assert other_key not in stderr + stdout and server_env["APIKEYS_VERIFIER_KEY"] not in stderr + stdout
     # The refused host changed nothing: the first one still verifies the key it issued.
     assert verify(server, holder["fullKey"]) == 200
+
+
+def test_wrong_secrets_after_a_verifier_key_rotation_do_not_lock_the_holder_out(
+    server, server_env, jwt, tmp_path, database_url
+):
+    """Rotate the verifier key as documented, then 60 wrong secrets for a public key: the holder's next 16 are 200.
+
+    Every digest is then under the old key, so each key takes the bcrypt path, with
+    its per-key try limit, until its holder's next success: the lock-out of issue 9
+    comes back for every key, for as long as an attacker keeps spending the tries.
+    """
+    holder = create_key(server, jwt)
+    assert verify(server, holder["fullKey"]) == 200
+    server.kill()
+    rotated_env = {**server_env, "APIKEYS_VERIFIER_KEY": new_verifier_key()}
+    adopt = subprocess.run(
+        [str(Path(sys.executable).parent / "apikeys"), "verifier-key", "adopt", "--yes"],
+        cwd=ROOT,
+        env={**os.environ, **rotated_env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert adopt.returncode == 0, adopt.stderr[-500:]
+    rotated = Gunicorn(tmp_path, rotated_env, workers=WORKERS).start()
+    try:
+        attack = flood_with_wrong_secrets(rotated, holder["publicKey"], 60)
+        answers = [call(rotated.url, "GET", "/verify/holder", api_key=holder["fullKey"]) for _ in range(16)]
+    finally:
+        rotated.kill()
+    statuses = Counter(status for status, _ in answers)
+    codes = Counter(body["code"] for status, body in answers if status != 200)
+    figures(
+        "verifier-key-rotation-and-flood",
+        database_url,
+        attack_statuses=dict(attack),
+        holder_statuses=dict(statuses),
+        holder_refusals=dict(codes),
+    )
+    assert attack == {401: 60}
+    assert statuses == {200: 16}
