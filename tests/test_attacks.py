@@ -333,12 +333,14 @@ def test_wrong_secrets_over_many_keys_do_not_slow_an_unrelated_holder(server, jw
         holder_p90_ms=round(1000 * p90(latencies), 1),
         holder_max_ms=round(1000 * max(latencies), 1),
     )
-    # Preconditions: the holder's requests all ran inside a flood of at least 5 s that reached every key.
-    # (Its rate is a figure, not a condition: a design that runs bcrypt per wrong secret sends far fewer.)
+    # The holder's requests all ran inside a flood of at least 5 s...
     assert flood_outlasted_holder
-    assert report["seconds"] >= 5 and attack_sent >= FLOOD_KEYS
+    assert report["seconds"] >= 5
     assert statuses == {200: HOLDER_REQUESTS}
     assert p90(latencies) < 0.250
+    # ...that reached every key. (Its rate is a figure, not a condition: a design that
+    # runs bcrypt per wrong secret answers only a few a second, and fails just above.)
+    assert attack_sent >= FLOOD_KEYS
 
 
 STREAM_THREADS = 6
