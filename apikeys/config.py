@@ -95,6 +95,7 @@ class Items:
 
     pattern: str = r".+"
     what: str = "names"
+    secret: bool = False
 
     def read(self, value):
         if isinstance(value, str):
@@ -124,11 +125,10 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "APIKEYS_JWT_LEEWAY": (30, Integer(0, 600)),  # seconds a clock may be ahead: nbf and iat in the future
     "APIKEYS_JWT_MAX_LIFETIME": (DAY, Integer(0, 366 * DAY)),  # a token may not expire later than this; 0: no limit
     "APIKEYS_VERIFIER_KEY": ("", Text(secret=True)),  # empty: generated once into the instance folder
+    "APIKEYS_VERIFIER_KEY_PREVIOUS": ([], Items(what="keys", secret=True)),  # keys digests may still be under
     "APIKEYS_BCRYPT_ROUNDS": (12, Integer(4, 31)),
     "APIKEYS_MAX_BODY_BYTES": (64 * 1024, Integer(1024, 16 * 1024 * 1024)),
     "APIKEYS_LAST_USED_INTERVAL": (60, Integer(0, DAY)),
-    "APIKEYS_FAILED_ATTEMPTS_LIMIT": (10, Integer(0, 1_000_000)),  # bcrypt checks of keys without a digest; 0: off
-    "APIKEYS_FAILED_ATTEMPTS_WINDOW": (60, Integer(1, DAY)),
     "APIKEYS_SQLITE_BUSY_TIMEOUT": (10_000, Integer(0, 600_000)),  # milliseconds
     "APIKEYS_DB_POOL_SIZE": (5, Integer(1, 1000)),
     "APIKEYS_DB_MAX_OVERFLOW": (10, Integer(0, 1000)),

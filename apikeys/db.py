@@ -49,9 +49,6 @@ api_keys = sa.Table(
     sa.Column("previous_secret_hash", sa.String(64), nullable=True),
     sa.Column("previous_secret_digest", sa.String(80), nullable=True),
     sa.Column("previous_expires_at", UTCDateTime, nullable=True),
-    # bcrypt checks of a key without a usable digest in the current window: shared by every worker and host.
-    sa.Column("failed_attempts", sa.Integer, nullable=False, default=0, server_default="0"),
-    sa.Column("failed_window_start", UTCDateTime, nullable=True),
     sa.CheckConstraint("environment IN ('live', 'test')", name="ck_api_keys_environment"),
     sa.UniqueConstraint("public_key", name="uq_api_keys_public_key"),
     sa.Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),

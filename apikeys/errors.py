@@ -88,10 +88,14 @@ class InvalidApiKey(VerificationError):
     message = "The API key is not valid."
 
 
-class TooManyFailedAttempts(VerificationError):
-    # 401, not 429: reverse proxies turn an auth answer other than 401/403 into a 500.
-    code = "TOO_MANY_FAILED_ATTEMPTS"
-    message = "Too many failed attempts for this API key; try again later."
+class VerificationBusy(VerificationError):
+    # Only a key without a digest (written before digests existed) needs bcrypt, one check per host at a time.
+    status = 503
+    code = "VERIFICATION_BUSY"
+    message = "This key's first check since an upgrade must wait for another; retry in a second."
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message, retry_after=1)
 
 
 class ApiKeyDisabled(VerificationError):

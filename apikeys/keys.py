@@ -120,9 +120,5 @@ class Verifier:
         """Return the stored digest of a secret: this key's tag, then HMAC-SHA256 of the secret in hex."""
         return self.tag + hmac.new(self._key, secret.encode("ascii"), hashlib.sha256).hexdigest()
 
-    def owns(self, digest: str | None) -> bool:
-        """Tell whether a stored digest was written under this key (else the secret needs bcrypt)."""
-        return digest is not None and digest.startswith(self.tag)
-
     def __repr__(self) -> str:
         return f"<Verifier {self.tag[:-1]}>"

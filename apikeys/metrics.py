@@ -19,7 +19,7 @@ RESULTS = {
     "VALID": "valid",
     "MISSING_API_KEY": "missing",
     "INVALID_API_KEY": "invalid",
-    "TOO_MANY_FAILED_ATTEMPTS": "too_many_attempts",
+    "VERIFICATION_BUSY": "busy",
     "API_KEY_DISABLED": "disabled",
     "API_KEY_EXPIRED": "expired",
     "WRONG_ENVIRONMENT": "wrong_environment",

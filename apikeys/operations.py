@@ -7,6 +7,7 @@ audit entry in one transaction, so the two exist together or not at all.
 
 from __future__ import annotations
 
+import hmac
 import json
 from datetime import timedelta
 
@@ -84,8 +85,8 @@ def regenerate_key(state, tenant: str, actor: str | None, key_id: str, grace_per
     if grace_period:
         previous = {
             "previous_secret_hash": current.secret_hash,
-            # A digest under another verifier key is useless here; bcrypt then checks the old secret.
-            "previous_secret_digest": current.secret_digest if state.verifier.owns(current.secret_digest) else None,
+            # Under a verifier key no host knows any more, verification falls back to the bcrypt hash.
+            "previous_secret_digest": current.secret_digest,
             "previous_expires_at": now + timedelta(seconds=grace_period),
         }
     # The UPDATE applies only if the hash read above is still there, so every
@@ -170,9 +171,10 @@ def import_keys(state, entries: list[dict], actor: str | None = CLI_ACTOR) -> tu
             same_tenant, same_secret = known["tenant"] == tenant, known["parsed"].secret == parsed.secret
         else:
             same_tenant = known.tenant_id == tenant
+            verifier = state.verifier_of(known.secret_digest)
             same_secret = (
-                known.secret_digest == state.verifier.digest(parsed.secret)
-                if state.verifier.owns(known.secret_digest)
+                hmac.compare_digest(known.secret_digest, verifier.digest(parsed.secret))
+                if verifier is not None
                 else keys.check_secret(parsed.secret, known.secret_hash)
             )
         if not same_tenant:

@@ -31,7 +31,7 @@ def _owned(tenant_id: str, key_id: str):
 
 def insert_key(conn: sa.Connection, **values) -> None:
     """Insert one key row."""
-    conn.execute(sa.insert(api_keys).values(active=True, failed_attempts=0, **values))
+    conn.execute(sa.insert(api_keys).values(active=True, **values))
 
 
 def count_keys(conn: sa.Connection, tenant_id: str) -> int:
@@ -73,9 +73,7 @@ def get_secret(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | Non
 def replace_secret(conn: sa.Connection, tenant_id: str, key_id: str, expected_hash: str, **values) -> bool:
     """Set a key's new secret (``values``) if its hash is still ``expected_hash``; tell whether it did."""
     statement = (
-        sa.update(api_keys)
-        .where(_owned(tenant_id, key_id), api_keys.c.secret_hash == expected_hash)
-        .values(failed_attempts=0, failed_window_start=None, **values)
+        sa.update(api_keys).where(_owned(tenant_id, key_id), api_keys.c.secret_hash == expected_hash).values(**values)
     )
     return conn.execute(statement).rowcount == 1
 
@@ -121,33 +119,15 @@ def record_use(conn: sa.Connection, key_id: str, now: datetime, interval: timede
     conn.execute(statement)
 
 
-def reserve_bcrypt_check(conn: sa.Connection, key_id: str, now: datetime, window: timedelta, limit: int) -> bool:
-    """Count one bcrypt check of a key against its limit, in one statement; tell whether one was left."""
-    expired = sa.or_(api_keys.c.failed_window_start.is_(None), api_keys.c.failed_window_start <= now - window)
-    # Typed as the column, so it is stored as naive UTC like every timestamp (a bare
-    # aware datetime would be sent as timestamptz and shifted to the session's zone).
-    window_start = sa.bindparam("window_start", now, type_=api_keys.c.failed_window_start.type)
-    statement = (
-        sa.update(api_keys)
-        .where(api_keys.c.id == key_id, sa.or_(expired, api_keys.c.failed_attempts < limit))
-        .values(
-            # Both right-hand sides read the old row, so concurrent checks cannot overshoot the limit.
-            failed_attempts=sa.case((expired, 1), else_=api_keys.c.failed_attempts + 1),
-            failed_window_start=sa.case((expired, window_start), else_=api_keys.c.failed_window_start),
-        )
-    )
-    return conn.execute(statement).rowcount == 1
-
-
 def write_digest(conn: sa.Connection, key_id: str, secret_hash: str, digest: str, *, previous: bool = False) -> None:
-    """Store the digest of a secret that bcrypt just accepted, unless the secret was replaced meanwhile."""
+    """Store a secret's digest under the current verifier key, unless the secret was replaced meanwhile."""
     hash_column, digest_column = (
         ("previous_secret_hash", "previous_secret_digest") if previous else ("secret_hash", "secret_digest")
     )
     statement = (
         sa.update(api_keys)
         .where(api_keys.c.id == key_id, api_keys.c[hash_column] == secret_hash)
-        .values({digest_column: digest, "failed_attempts": 0, "failed_window_start": None})
+        .values({digest_column: digest})
     )
     conn.execute(statement)
 

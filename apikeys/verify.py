@@ -12,9 +12,13 @@ digest is written and bcrypt is never needed for it again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
+import hashlib
 import hmac
-import math
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
@@ -63,13 +67,21 @@ class State:
             app.instance_path, VERIFIER_KEY_FILE, "verifier key"
         )
         self.verifier = keys.Verifier(secret)
+        previous = [keys.Verifier(old) for old in config["APIKEYS_VERIFIER_KEY_PREVIOUS"]]
+        # Every key a digest may be written under, by the tag that starts the digest.
+        self.verifiers = {verifier.tag: verifier for verifier in [*previous, self.verifier]}
         self.lookup = KeyLookup(self.engine)
         self.bcrypt_rounds = config["APIKEYS_BCRYPT_ROUNDS"]
         self.last_used_interval = timedelta(seconds=config["APIKEYS_LAST_USED_INTERVAL"])
-        self.attempts_limit = config["APIKEYS_FAILED_ATTEMPTS_LIMIT"]
-        self.attempts_window = timedelta(seconds=config["APIKEYS_FAILED_ATTEMPTS_WINDOW"])
+        # One per database and host: every worker (and app) on this host that checks this database's keys.
+        name = hashlib.sha256(self.engine.url.render_as_string(hide_password=False).encode()).hexdigest()[:16]
+        self.bcrypt_lock_path = os.path.join(tempfile.gettempdir(), f"apikeys-bcrypt-{name}.lock")
         self.verifier_checked = False
         self.metrics = None  # set by apikeys.metrics when the service counts verifications
+
+    def verifier_of(self, digest: str | None) -> keys.Verifier | None:
+        """Return the verifier key a stored digest was written under, if this host knows it."""
+        return None if digest is None else self.verifiers.get(digest[: keys.TAG_LENGTH + 1])
 
 
 def get_state(app=None) -> State:
@@ -143,41 +155,53 @@ def verify_key(state: State, full_key: str | None, environment=None, scopes=None
 
 
 def _check_secret(state: State, row: KeyRow, secret: str, now: datetime) -> None:
-    verifier = state.verifier
-    digest = verifier.digest(secret)
-    if verifier.owns(row.secret_digest):
-        if hmac.compare_digest(row.secret_digest, digest):
-            return
-    elif _bcrypt_check(state, row, secret, row.secret_hash, digest, now, previous=False):
+    if _matches(state, row, secret, row.secret_digest, row.secret_hash, previous=False):
         return
-    if row.previous_expires_at is None or row.previous_expires_at <= now:
-        raise errors.InvalidApiKey()
-    if verifier.owns(row.previous_secret_digest):
-        if hmac.compare_digest(row.previous_secret_digest, digest):
-            return
-    elif _bcrypt_check(state, row, secret, row.previous_secret_hash, digest, now, previous=True):
+    in_grace = row.previous_expires_at is not None and row.previous_expires_at > now
+    if in_grace and _matches(state, row, secret, row.previous_secret_digest, row.previous_secret_hash, previous=True):
         return
     raise errors.InvalidApiKey()
 
 
-def _bcrypt_check(state: State, row: KeyRow, secret: str, secret_hash, digest: str, now, *, previous: bool) -> bool:
-    """The way in for a row without a digest under this verifier key: bcrypt, a limited number of times per window."""
+def _matches(state: State, row: KeyRow, secret: str, digest, secret_hash, *, previous: bool) -> bool:
+    """Tell whether ``secret`` is one stored secret: by its digest, or, for a row without a usable one, by bcrypt."""
+    if digest is not None:
+        verifier = state.verifier_of(digest)
+        if verifier is not None:
+            if not hmac.compare_digest(digest, verifier.digest(secret)):
+                return False  # whoever presents a wrong secret costs one HMAC, and changes nothing
+            if verifier is not state.verifier:  # written under a previous verifier key: bring it to the current one
+                _write_digest(state, row, secret, secret_hash, previous)
+            return True
     if secret_hash is None:
         return False
-    limit = state.attempts_limit
-    if limit > 0:
-        # Reserve the try before running bcrypt, so concurrent tries cannot overshoot the limit.
-        with state.engine.begin() as conn:
-            reserved = store.reserve_bcrypt_check(conn, row.id, now, state.attempts_window, limit)
-        if not reserved:
-            started = row.failed_window_start or now
-            remaining = (started + state.attempts_window - now).total_seconds()
-            raise errors.TooManyFailedAttempts(retry_after=max(1, math.ceil(remaining)))
-    if not keys.check_secret(secret, secret_hash):
-        return False
-    with state.engine.begin() as conn:
-        store.write_digest(conn, row.id, secret_hash, digest, previous=previous)
+    # Written before digests existed, or under a verifier key this host does not know: bcrypt, this once.
+    # No count per key (a count would let anyone who knows the public key lock its holder out), but one
+    # bcrypt at a time per host, so that a flood of wrong secrets cannot take more than one core.
+    with bcrypt_slot(state.bcrypt_lock_path):
+        if not keys.check_secret(secret, secret_hash):
+            return False
+    _write_digest(state, row, secret, secret_hash, previous)
     return True
+
+
+def _write_digest(state: State, row: KeyRow, secret: str, secret_hash: str, previous: bool) -> None:
+    with state.engine.begin() as conn:
+        store.write_digest(conn, row.id, secret_hash, state.verifier.digest(secret), previous=previous)
+
+
+@contextlib.contextmanager
+def bcrypt_slot(path: str):
+    """Hold this host's one bcrypt slot (a lock file shared by every worker), or raise VerificationBusy."""
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise errors.VerificationBusy() from None
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def verify_api_key(full_key: str | None, environment: str | None = None, scopes=None) -> VerifiedKey:

@@ -95,7 +95,7 @@ def test_order_defaults_instance_file_environment(tmp_path, monkeypatch):
     try:
         assert app.config["APIKEYS_BCRYPT_ROUNDS"] == 5  # the file over the default
         assert app.config["APIKEYS_LAST_USED_INTERVAL"] == 9  # the environment over the file
-        assert app.config["APIKEYS_FAILED_ATTEMPTS_WINDOW"] == 60  # the default
+        assert app.config["APIKEYS_SQLITE_BUSY_TIMEOUT"] == 10_000  # the default
         assert app.config["APIKEYS_JWT_SECRET"].startswith("from-file-")
         assert app.extensions["apikeys"].last_used_interval.total_seconds() == 9
         assert str(db.get_engine(app).url).endswith("env.sqlite3")

@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import db
-from tests.forward_auth.support import FAILED_ATTEMPTS_LIMIT
 from tests.forward_auth.support import Application
 from tests.forward_auth.support import Service
 from tests.forward_auth.support import find_program
 from tests.forward_auth.support import required
+from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import Gunicorn
 
 
@@ -36,7 +36,7 @@ def service(workdir):
         "APIKEYS_JWT_SECRET": jwt_secret,
         "APIKEYS_BCRYPT_ROUNDS": "4",
         "APIKEYS_INSTANCE_PATH": str(workdir / "instance"),
-        "APIKEYS_FAILED_ATTEMPTS_LIMIT": str(FAILED_ATTEMPTS_LIMIT),
+        "APIKEYS_VERIFIER_KEY": TEST_VERIFIER_KEY,
         "APIKEYS_DEV": "",  # never print a token, whatever the caller's environment says
         "APIKEYS_SEED": "",
     }

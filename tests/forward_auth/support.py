@@ -40,8 +40,6 @@ WWW_AUTHENTICATE = 'ApiKey realm="apikeys"'
 # What the Traefik middleware's address and Envoy's path_prefix point at; the example tests check the files agree.
 TRAEFIK_VERIFY_PATH = "/verify"
 ENVOY_PATH_PREFIX = "/verify"
-# Low, so that the lock-out test needs only a few requests.
-FAILED_ATTEMPTS_LIMIT = 3
 SECRET_PATTERN = re.compile(rb"sk_(?:live|test)_[0-9A-Za-z]*")
 # Every request through a proxy carries this header, so the test can find what the application received.
 TAG = "X-Test-Request"

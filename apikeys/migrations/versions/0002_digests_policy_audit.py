@@ -1,5 +1,7 @@
 """Keyed digests for fast verification, key policy (expiry, scopes, metadata, grace rotation), the audit log.
 
+The failed-attempt counter goes: verification no longer counts tries per key.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29
@@ -26,6 +28,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("previous_secret_hash", sa.String(64), nullable=True))
         batch.add_column(sa.Column("previous_secret_digest", sa.String(80), nullable=True))
         batch.add_column(sa.Column("previous_expires_at", sa.DateTime, nullable=True))
+        batch.drop_column("failed_attempts")
+        batch.drop_column("failed_window_start")
     op.create_table(
         "audit_log",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
@@ -48,6 +52,8 @@ def downgrade() -> None:
     op.drop_index("ix_audit_log_tenant_id", table_name="audit_log")
     op.drop_table("audit_log")
     with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("failed_window_start", sa.DateTime, nullable=True))
         for column in (
             "previous_expires_at",
             "previous_secret_digest",
