@@ -19,7 +19,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@click.command("serve")
+def _check_settings() -> None:
+    # Refuse bad settings here, in one line, before gunicorn prints anything (its on_starting hook checks them too).
+    from flask import Config
+
+    from apikeys import config
+
+    try:
+        config.load(Config(config.instance_path()))
+    except config.ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("serve", short_help="Serve the API with gunicorn.")
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to bind (env: HOST).")
 @click.option(
     "--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port (env: PORT)."
@@ -34,6 +46,7 @@ def is_loopback(host: str) -> bool:
 @click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="Import keys from this JSON file at start.")
 def serve_command(host, port, workers, dev, seed):
     """Serve the API with gunicorn; the database is created or upgraded first."""
+    _check_settings()
     if not is_loopback(host):
         click.echo(
             f"Warning: serving on {host} directly. gunicorn's workers can be held by slow clients: put a buffering "
