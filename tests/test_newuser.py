@@ -577,6 +577,14 @@ def test_keys_create_names_a_bad_scope(runner):
     assert result.output.splitlines()[-1].startswith("Error: scopes[0]: Must be 1 to 64 of")
 
 
+@pytest.mark.parametrize("path", ["/verify", "/verify/orders/1"])
+def test_cors_never_answers_for_verify(cors_client, config, path):
+    """A proxy takes any 2xx from /verify as "allowed": a preflight-shaped OPTIONS without a key stays a 401."""
+    response = cors_client.options(path, headers={**PREFLIGHT, "Access-Control-Request-Method": "GET"})
+    assert response.status_code == 401
+    assert _cors_headers(response) == {}
+
+
 # --- 10. The helper ------------------------------------------------------------------------------------------------
 
 
