@@ -266,6 +266,18 @@ def test_max_lifetime_is_a_setting(config, tmp_path):
         db.get_engine(app).dispose()
 
 
+def test_an_existing_database_file_others_can_read_is_reported(config, tmp_path, caplog):
+    from apikeys import create_app
+
+    path = tmp_path / "old.sqlite3"
+    path.touch(mode=0o644)
+    path.chmod(0o644)
+    config["APIKEYS_DATABASE_URL"] = f"sqlite:///{path}"
+    app = create_app(config, instance_path=str(tmp_path / "instance"))
+    db.get_engine(app).dispose()
+    assert f"{path} can be read by other users; make it mode 0600" in caplog.text
+
+
 # --- 6. Private files, for a real gunicorn start under umask 022 --------------------------------------------------
 
 
@@ -275,11 +287,12 @@ def _mode(path: Path) -> int:
 
 @pytest.mark.slow
 def test_gunicorn_under_umask_022_keeps_every_file_private(tmp_path):
+    from tests import logscan
+
     instance = tmp_path / "deep" / "instance"
-    jwt_secret = secrets.token_urlsafe(64)
     env = {name: value for name, value in os.environ.items() if not name.startswith("APIKEYS_")}
-    # The default database (a SQLite file in the instance folder); the verifier key generated there too.
-    env |= {"APIKEYS_INSTANCE_PATH": str(instance), "APIKEYS_JWT_SECRET": jwt_secret, "APIKEYS_BCRYPT_ROUNDS": "4"}
+    # Everything by default: a SQLite file in the instance folder, the JWT secret and verifier key generated there.
+    env |= {"APIKEYS_INSTANCE_PATH": str(instance), "APIKEYS_BCRYPT_ROUNDS": "4"}
     env["HOME"] = str(tmp_path)  # a control socket of its own
     server = Gunicorn(tmp_path, {}, workers=2)
     server.env = env
@@ -289,6 +302,8 @@ def test_gunicorn_under_umask_022_keeps_every_file_private(tmp_path):
     finally:
         os.umask(previous)
     try:
+        jwt_secret = (instance / "jwt-secret").read_text().strip()
+        logscan.signing_secrets.add(jwt_secret)
         token = token_for(jwt_secret, "租户")
         status, created = call(
             server.url, "POST", "/dashboard/api-keys", token=token, body={"name": "k", "environment": "live"}
@@ -299,7 +314,7 @@ def test_gunicorn_under_umask_022_keeps_every_file_private(tmp_path):
         assert verified["data"]["tenantId"] == "租户"
         files = {path.name: _mode(path) for path in instance.iterdir()}
         assert _mode(instance) == 0o700
-        for name in ("apikeys.sqlite3", "apikeys.sqlite3-wal", "apikeys.sqlite3-shm", "verifier-key"):
+        for name in ("apikeys.sqlite3", "apikeys.sqlite3-wal", "apikeys.sqlite3-shm", "jwt-secret", "verifier-key"):
             assert files.get(name) == 0o600, (name, {n: oct(m) for n, m in files.items()})
         assert all(mode & 0o077 == 0 for mode in files.values()), {n: oct(m) for n, m in files.items()}
     finally:
