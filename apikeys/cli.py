@@ -51,6 +51,13 @@ def _tenant(ctx, param, value):
     return value
 
 
+def _actor(ctx, param, value):
+    # The API refuses a token whose sub breaks the tenant grammar: never issue one.
+    if value is not None and not tenants.is_valid(value):
+        raise click.BadParameter(f"must be {tenants.RULE}.")
+    return value
+
+
 environment_option = click.option(
     "--environment", required=True, type=click.Choice(keys.ENVIRONMENTS), help="live or test."
 )
@@ -69,8 +76,21 @@ def _problems(messages: dict) -> str:
     return "; ".join(parts)
 
 
+def _json_escape(char: str) -> str:
+    if char.isprintable() or char == "\n":  # the newlines are json.dumps(indent=...)'s own
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # JSON spells it as a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
 def _echo_json(value) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # Readable Unicode, but a name with a bidi override or another invisible character
+    # cannot rearrange the terminal: non-printable characters stay \u escapes.
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo("".join(map(_json_escape, text)))
 
 
 def _ready_state():
@@ -124,7 +144,7 @@ def db_upgrade_command(revision):
 @click.command("token", cls=Command, short_help="Print a signed JWT for a tenant.")
 @click.option("--tenant", required=True, callback=_tenant, help="The tenant the token speaks for.")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds.")
-@click.option("--sub", help="The actor the audit log records (the sub claim).")
+@click.option("--sub", callback=_actor, help="The actor the audit log records (the sub claim).")
 @with_appcontext
 def token_command(tenant, ttl, sub):
     """Print a signed JWT for a tenant, for the Authorization header."""

@@ -180,6 +180,24 @@ def test_cli_refuses_a_bad_tenant_in_one_line_and_writes_nothing(app, runner, te
     assert api_key_count(app) == 0
 
 
+@pytest.mark.parametrize("sub", CLI_TENANTS.values(), ids=CLI_TENANTS.keys())
+def test_cli_issues_no_token_whose_sub_the_api_refuses(runner, sub):
+    result = runner.invoke(args=["token", "--tenant", "acme", "--sub", sub])
+    assert result.exit_code == 2
+    assert _error_lines(result.output) == [f"Error: Invalid value for '--sub': must be {tenants.RULE}."]
+    assert "eyJ" not in result.output
+
+
+def test_cli_json_output_cannot_rearrange_the_terminal(runner, make_key):
+    name = "\u202eyek\u200b\u2028\U000e0001 tail"  # bidi override, zero-width space, line separator, tag
+    make_key(name=name)
+    result = runner.invoke(args=["keys", "list", "--tenant", "acme"])
+    assert result.exit_code == 0
+    assert all(char.isprintable() or char == "\n" for char in result.output)
+    assert json.loads(result.output)[0]["name"] == name
+    assert "\\u202e" in result.output
+
+
 @pytest.mark.parametrize("tenant", [CLI_TENANTS["escape"], CLI_TENANTS["300 characters"]], ids=["escape", "300"])
 def test_console_script_refuses_a_bad_tenant_before_touching_the_instance(tmp_path, tenant):
     instance = tmp_path / "instance"
