@@ -19,6 +19,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def bind_address(host: str, port: int) -> str:
+    """Return gunicorn's --bind for ``host`` and ``port``: ``[::1]:8000`` for IPv6, a unix socket's path as is."""
+    if host.startswith("unix:"):
+        return host  # a socket file has no port
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass  # a name, or an address already in brackets
+    return f"{host}:{port}"
+
+
 def _check_settings() -> None:
     # Refuse bad settings here, in one line, before gunicorn prints anything (its on_starting hook checks them too).
     from flask import Config
@@ -60,5 +72,6 @@ def serve_command(host, port, workers, dev, seed):
         environ["APIKEYS_DEV"] = "1"
     if seed:
         environ["APIKEYS_SEED"] = os.path.abspath(seed)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "--bind", bind_address(host, port)]
+    argv.append("apikeys:create_app()")
     os.execve(sys.executable, argv, environ)  # noqa: S606 (replaces this process; no shell)

@@ -28,6 +28,7 @@ from apikeys import db
 from apikeys import keys
 from apikeys import verify_api_key
 from apikeys.cli import main
+from apikeys.serve import bind_address
 from apikeys.serve import is_loopback
 from tests.servers import ROOT
 from tests.servers import free_port
@@ -336,8 +337,14 @@ def test_serve_takes_host_port_and_workers_from_the_environment_unless_options_s
     result = CliRunner().invoke(main, ["serve", *args], env=environ)
     assert len(exec_calls) == 1, result.output
     argv, passed = exec_calls[0]
-    assert argv[-3:] == ["-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
     expected = expected or ("127.0.0.2", "9999", "2")
+    assert argv[-5:] == [
+        "-c",
+        "python:apikeys.gunicorn_conf",
+        "--bind",
+        f"{expected[0]}:{expected[1]}",
+        "apikeys:create_app()",
+    ]
     assert (passed["HOST"], passed["PORT"], passed.get("WEB_CONCURRENCY")) == expected
     assert "Warning" not in result.output
 
@@ -348,6 +355,20 @@ def test_serve_warns_when_it_binds_beyond_this_machine(monkeypatch, tmp_path, ex
     assert len(exec_calls) == 1
     assert "Warning: serving on 0.0.0.0 directly" in result.output
     assert "proxy" in result.output
+
+
+@pytest.mark.parametrize(
+    ("host", "bind"),
+    [
+        ("127.0.0.1", "127.0.0.1:8000"),
+        ("localhost", "localhost:8000"),
+        ("::1", "[::1]:8000"),
+        ("[::1]", "[::1]:8000"),
+        ("unix:/run/apikeys/apikeys.sock", "unix:/run/apikeys/apikeys.sock"),
+    ],
+)
+def test_bind_address_for_gunicorn(host, bind):
+    assert bind_address(host, 8000) == bind
 
 
 @pytest.mark.parametrize(
@@ -411,6 +432,51 @@ def test_serve_binds_where_host_and_port_say(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
     assert process.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["ipv6", "unix"])
+def test_serve_binds_ipv6_loopback_and_a_unix_socket(tmp_path, where):
+    import http.client
+
+    socket_path = tmp_path / "apikeys.sock"
+    port = free_port()
+    host = "::1" if where == "ipv6" else f"unix:{socket_path}"
+    env = clean_env(tmp_path / "instance", WEB_CONCURRENCY="1")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [APIKEYS, "serve", "--host", host, "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if where == "ipv6":
+                    conn = http.client.HTTPConnection("::1", port, timeout=5)
+                else:
+                    conn = http.client.HTTPConnection("localhost", timeout=5)
+                    conn.sock = socket.socket(socket.AF_UNIX)
+                    conn.sock.connect(str(socket_path))
+                conn.request("GET", "/healthz")
+                status = conn.getresponse().status
+                conn.close()
+                break
+            except OSError:
+                conn.close()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        assert status == 200
+        assert "Warning" not in log.read_text()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
 
 
 # --- 8. A CLI that fits its users ----------------------------------------------------------------------------------
