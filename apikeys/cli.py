@@ -32,6 +32,9 @@ class Command(click.Command):
             return super().invoke(ctx)
         except (errors.ApiKeysError, ConfigError, RuntimeError) as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # the instance folder or a SQLite path cannot be made, say
+            where = f": {error.filename}" if error.filename else ""
+            raise click.ClickException(f"{error.strerror or error}{where}") from None
         except sa.exc.OperationalError as error:
             where = sa.make_url(db.database_url(current_app)).render_as_string(hide_password=True)
             problem = type(error.orig).__name__

@@ -197,7 +197,14 @@ def check(config) -> None:
 def load(settings, test_config: dict | None = None) -> None:
     """Fill a Flask Config in order (defaults, instance config.py, environment, or a test mapping), then check it."""
     if test_config is None:
-        settings.from_pyfile("config.py", silent=True)
+        try:
+            settings.from_pyfile("config.py", silent=True)
+        except Exception as error:  # the file is Python: whatever it raises stops the start, in one line
+            where = os.path.join(settings.root_path, "config.py")
+            line = getattr(error, "lineno", None)
+            detail = getattr(error, "msg", None) or str(error)
+            where += f", line {line}" if line else ""
+            raise ConfigError(f"{where} cannot be loaded: {type(error).__name__}: {detail}") from None
         settings.update({name: value for name, value in os.environ.items() if name in SETTINGS})
     else:
         settings.update(test_config)

@@ -266,6 +266,26 @@ def test_bad_setting_is_one_line_naming_the_variable(tmp_path, command, name, va
     assert not instance.exists()  # nothing was created before the setting was checked
 
 
+@pytest.mark.parametrize("command", [["keys", "list", "--tenant", "acme"], ["serve"]], ids=["keys list", "serve"])
+def test_a_broken_instance_config_py_is_one_line(tmp_path, command):
+    instance = tmp_path / "instance"
+    instance.mkdir(mode=0o700)
+    (instance / "config.py").write_text("APIKEYS_BCRYPT_ROUNDS = (\n")
+    result = run(command, clean_env(instance))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"Error: {instance / 'config.py'}, line 1 cannot be loaded: SyntaxError: '(' was never closed"
+    ]
+
+
+def test_an_instance_folder_that_cannot_be_made_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run(["keys", "list", "--tenant", "acme"], clean_env(blocker / "instance"))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [f"Error: Not a directory: {blocker / 'instance'}"]
+
+
 def test_a_boolean_setting_in_the_usual_spelling_is_accepted(tmp_path):
     result = run(
         ["keys", "list", "--tenant", "acme"], clean_env(tmp_path / "instance", APIKEYS_DB_POOL_PRE_PING="true")
