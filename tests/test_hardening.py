@@ -341,8 +341,8 @@ def test_gunicorn_under_umask_022_keeps_every_file_private(tmp_path):
 
 
 @pytest.mark.slow
-def test_identity_header_on_the_wire_is_ascii(tmp_path):
-    """Over a real socket: the bytes of X-Tenant-Id are ASCII and decode back to each tenant."""
+def test_over_a_real_socket_identity_headers_are_ascii_and_input_waits_for_authentication(tmp_path):
+    """Over a real socket: X-Tenant-Id's bytes are ASCII and decode back to each tenant; no token, no body read."""
     import http.client
 
     instance = tmp_path / "instance"
@@ -377,3 +377,22 @@ def test_identity_header_on_the_wire_is_ascii(tmp_path):
             assert urllib.parse.unquote(raw) == tenant
             seen.add(raw)
         assert len(seen) == 4
+        # Input before authentication, over the wire: an unread 2 MB body, and deep nesting with a token.
+        token = token_for(jwt_secret, "acme")
+        for body, headers, expected in [
+            (b"x" * (2 * 1024 * 1024), {}, 401),
+            (NESTED.encode(), {}, 401),
+            (NESTED.encode(), {"Authorization": f"Bearer {token}"}, 400),
+        ]:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            try:
+                conn.request(
+                    "POST", "/dashboard/api-keys", body=body, headers={"Content-Type": "application/json", **headers}
+                )
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+            finally:
+                conn.close()
+            assert (response.status, answer["statusCode"]) == (expected, expected)
+    assert "Traceback" not in server.logs()
+    assert "RecursionError" not in server.logs()
