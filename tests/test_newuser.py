@@ -207,6 +207,26 @@ def test_listing_first_on_a_fresh_instance(fresh, command):
 
 
 @pytest.mark.slow  # a process per command, migrations included
+@pytest.mark.parametrize(
+    ("command", "code", "output"),
+    [
+        (["keys", "toggle", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
+        (["keys", "regenerate", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
+        (["keys", "delete", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
+        (["db", "upgrade"], 0, "Database is at head."),
+        (["token", "--tenant", "acme"], 0, "eyJ"),
+    ],
+    ids=lambda value: " ".join(value[:2]) if isinstance(value, list) else None,
+)
+def test_other_commands_first_on_a_fresh_instance(fresh, command, code, output):
+    result = run(command, fresh)
+    assert result.returncode == code, result.stderr
+    assert_no_traceback(result)
+    said = result.stdout if code == 0 else result.stderr
+    assert said.splitlines()[-1].startswith(output)
+
+
+@pytest.mark.slow  # a process per command, migrations included
 def test_keys_import_first_on_a_fresh_instance(fresh, tmp_path):
     path, full_key = _import_file(tmp_path)
     result = run(["keys", "import", str(path)], fresh)
