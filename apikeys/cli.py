@@ -32,6 +32,9 @@ class Command(click.Command):
             return super().invoke(ctx)
         except (errors.ApiKeysError, ConfigError, RuntimeError) as error:
             raise click.ClickException(str(error)) from None
+        except OSError as error:  # the instance folder or a SQLite path cannot be made, say
+            where = f": {error.filename}" if error.filename else ""
+            raise click.ClickException(f"{error.strerror or error}{where}") from None
         except sa.exc.OperationalError as error:
             where = sa.make_url(db.database_url(current_app)).render_as_string(hide_password=True)
             problem = type(error.orig).__name__
@@ -51,6 +54,13 @@ def _tenant(ctx, param, value):
     return value
 
 
+def _actor(ctx, param, value):
+    # The API refuses a token whose sub breaks the tenant grammar: never issue one.
+    if value is not None and not tenants.is_valid(value):
+        raise click.BadParameter(f"must be {tenants.RULE}.")
+    return value
+
+
 environment_option = click.option(
     "--environment", required=True, type=click.Choice(keys.ENVIRONMENTS), help="live or test."
 )
@@ -58,8 +68,32 @@ tenant_option = click.option("--tenant", required=True, callback=_tenant, help="
 key_id_argument = click.argument("key_id")
 
 
+def _problems(messages: dict) -> str:
+    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...``."""
+    parts = []
+    for field, texts in messages.items():
+        if isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
+            parts += [f"{field}[{index}]: {' '.join(map(str, item))}" for index, item in texts.items()]
+        else:
+            parts.append(f"{field}: {' '.join(map(str, texts))}")
+    return "; ".join(parts)
+
+
+def _json_escape(char: str) -> str:
+    if char.isprintable() or char == "\n":  # the newlines are json.dumps(indent=...)'s own
+        return char
+    code = ord(char)
+    if code > 0xFFFF:  # JSON spells it as a surrogate pair
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
 def _echo_json(value) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+    # Readable Unicode, but a name with a bidi override or another invisible character
+    # cannot rearrange the terminal: non-printable characters stay \u escapes.
+    text = json.dumps(value, indent=2, ensure_ascii=False)
+    click.echo("".join(map(_json_escape, text)))
 
 
 def _ready_state():
@@ -72,7 +106,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-@click.command("init-db", cls=Command)
+@click.command("init-db", cls=Command, short_help="Create or upgrade the database.")
 @with_appcontext
 def init_db_command():
     """Create the database, or upgrade it to the newest schema, and say what it did and where."""
@@ -101,14 +135,19 @@ def db_group():
 @with_appcontext
 def db_upgrade_command(revision):
     """Upgrade the schema to REVISION (default: the newest)."""
-    db.upgrade(get_state().engine, revision)
+    from alembic.util import CommandError
+
+    try:
+        db.upgrade(get_state().engine, revision)
+    except CommandError as error:  # an unknown revision, say
+        raise click.ClickException(str(error)) from None
     click.echo(f"Database is at {revision}.")
 
 
-@click.command("token", cls=Command)
+@click.command("token", cls=Command, short_help="Print a signed JWT for a tenant.")
 @click.option("--tenant", required=True, callback=_tenant, help="The tenant the token speaks for.")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds.")
-@click.option("--sub", help="The actor the audit log records (the sub claim).")
+@click.option("--sub", callback=_actor, help="The actor the audit log records (the sub claim).")
 @with_appcontext
 def token_command(tenant, ttl, sub):
     """Print a signed JWT for a tenant, for the Authorization header."""
@@ -146,9 +185,8 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
             raise click.BadParameter("must be a JSON object.", param_hint="--meta") from None
     try:
         fields = CreateKeySchema().load(body)
-    except Exception as error:  # marshmallow.ValidationError: one line per field
-        messages = getattr(error, "messages", {}).items()
-        raise click.UsageError("; ".join(f"{field}: {' '.join(map(str, m))}" for field, m in messages)) from None
+    except Exception as error:  # marshmallow.ValidationError
+        raise click.UsageError(_problems(getattr(error, "messages", {}))) from None
     _echo_json(CreatedKeySchema().dump(operations.create_key(_ready_state(), tenant, ACTOR, **fields)))
 
 
@@ -196,19 +234,23 @@ def delete_command(tenant, key_id):
     click.echo(f"Deleted {key_id}.")
 
 
-@keys_group.command("generate")
+@keys_group.command("generate", short_help="Print a new full key without storing it.")
 @environment_option
 def generate_command(environment):
     """Print a fresh, valid full key without storing it (for import files)."""
     click.echo(f"{keys.new_public_key(environment)}.{keys.new_secret(environment)}")
 
 
-@keys_group.command("import")
+@keys_group.command("import", short_help="Import keys known in advance from a JSON file.")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @with_appcontext
 def import_command(file):
     """Import keys known in advance from a JSON list of {tenant, name, environment, fullKey}."""
-    entries = operations.read_import_file(file.read(), file.name)
+    try:
+        text = file.read()
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file.name} is not UTF-8 text.") from None
+    entries = operations.read_import_file(text, file.name)
     created, unchanged = operations.import_keys(_ready_state(), entries)
     click.echo(f"Imported {_plural(created, 'key')}; {_plural(unchanged, 'key')} already there.")
 
@@ -226,12 +268,12 @@ def audit_command(tenant, limit):
     _echo_json(AuditEntrySchema(many=True).dump(entries))
 
 
-@click.group("verifier-key", cls=Group)
+@click.group("verifier-key", cls=Group, short_help="The verifier key (see docs/security.md).")
 def verifier_key_group():
     """The key the secrets' digests are written under (see docs/security.md)."""
 
 
-@verifier_key_group.command("adopt")
+@verifier_key_group.command("adopt", short_help="Make this host's verifier key the database's.")
 @click.confirmation_option(prompt="Every key will take the bcrypt path once. Adopt this host's verifier key?")
 @with_appcontext
 def adopt_command():

@@ -22,6 +22,10 @@ class ConfigError(ValueError):
     """A setting has a value its rule refuses; the message names the setting and what it accepts."""
 
 
+class Refused(ValueError):
+    """A rule's refusal that says more than the rule's description (never the value itself)."""
+
+
 @dataclass(frozen=True)
 class Text:
     """Any string; ``secret`` values are never repeated in a message."""
@@ -110,12 +114,39 @@ class Items:
         return f"a comma-separated list of {self.what}"
 
 
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """Empty (the SQLite file in the instance folder), or a URL SQLAlchemy can parse, of a dialect it knows."""
+
+    secret = True  # a URL may carry a password: never repeated in a message
+
+    def read(self, value):
+        if not isinstance(value, str):
+            raise ValueError
+        if not value.strip():
+            return ""
+        import sqlalchemy as sa
+
+        try:
+            dialect = sa.make_url(value.strip()).get_dialect()
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
+            raise ValueError from None
+        try:
+            dialect.import_dbapi()  # what create_engine would fail on, with a traceback, later
+        except ImportError as error:
+            raise Refused(f"its driver is not installed (no module {error.name}); see README.md") from None
+        return value.strip()
+
+    def describe(self) -> str:
+        return "empty or a database URL such as postgresql+psycopg://user@host/db or sqlite:///apikeys.sqlite3"
+
+
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 DAY = 24 * 3600
 
 # Every setting of ours: (default, rule). Documented in README.md's configuration table.
 SETTINGS: dict[str, tuple[object, object]] = {
-    "APIKEYS_DATABASE_URL": ("", Text(secret=True)),  # empty: a SQLite file in the instance folder
+    "APIKEYS_DATABASE_URL": ("", DatabaseUrl()),  # empty: a SQLite file in the instance folder
     "APIKEYS_JWT_SECRET": ("", Text(secret=True)),  # empty: generated once into the instance folder
     "APIKEYS_JWT_ALGORITHMS": (["HS256"], Items(r"[A-Za-z0-9]+", "JWT algorithm names")),
     "APIKEYS_JWT_PUBLIC_KEY": ("", Text()),  # PEM, for RS256 / ES256 / EdDSA
@@ -155,17 +186,31 @@ def check(config) -> None:
         value = config.setdefault(name, default)
         try:
             config[name] = rule.read(value)
+        except Refused as error:
+            raise ConfigError(f"{name} is not usable: {error}.") from None
         except (TypeError, ValueError):
             shown = "" if getattr(rule, "secret", False) else f"={value!r}"
             raise ConfigError(f"{name}{shown} is not valid: it must be {rule.describe()}.") from None
     config["MAX_CONTENT_LENGTH"] = config["APIKEYS_MAX_BODY_BYTES"]
 
 
-def init_app(app, test_config: dict | None = None) -> None:
-    """Load configuration in order (defaults, instance config.py, environment, or a test mapping), then check it."""
+def load(settings, test_config: dict | None = None) -> None:
+    """Fill a Flask Config in order (defaults, instance config.py, environment, or a test mapping), then check it."""
     if test_config is None:
-        app.config.from_pyfile("config.py", silent=True)
-        app.config.update({name: value for name, value in os.environ.items() if name in SETTINGS})
+        try:
+            settings.from_pyfile("config.py", silent=True)
+        except Exception as error:  # the file is Python: whatever it raises stops the start, in one line
+            where = os.path.join(settings.root_path, "config.py")
+            line = getattr(error, "lineno", None)
+            detail = getattr(error, "msg", None) or str(error)
+            where += f", line {line}" if line else ""
+            raise ConfigError(f"{where} cannot be loaded: {type(error).__name__}: {detail}") from None
+        settings.update({name: value for name, value in os.environ.items() if name in SETTINGS})
     else:
-        app.config.update(test_config)
-    check(app.config)
+        settings.update(test_config)
+    check(settings)
+
+
+def init_app(app, test_config: dict | None = None) -> None:
+    """Load and check the app's configuration."""
+    load(app.config, test_config)

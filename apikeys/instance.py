@@ -25,10 +25,16 @@ def make_private_folder(path: str) -> None:
 
 
 def create_private_file(path: str) -> None:
-    """Create an empty file of mode 0600 unless it exists (SQLite then gives its -wal and -shm the same mode)."""
+    """Create an empty file of mode 0600 unless it exists (SQLite then gives its -wal and -shm the same mode).
+
+    A file that exists already (made by an older version, or by hand) keeps its
+    mode, but a warning says when other users can read it.
+    """
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if stat.S_IMODE(os.stat(path).st_mode) & 0o077:
+            log.warning("%s can be read by other users; make it mode 0600 (and its -wal and -shm files).", path)
         return
     os.close(descriptor)
 

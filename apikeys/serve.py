@@ -19,7 +19,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-@click.command("serve")
+def bind_address(host: str, port: int) -> str:
+    """Return gunicorn's --bind for ``host`` and ``port``: ``[::1]:8000`` for IPv6, a unix socket's path as is."""
+    if host.startswith("unix:"):
+        return host  # a socket file has no port
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            return f"[{host}]:{port}"
+    except ValueError:
+        pass  # a name, or an address already in brackets
+    return f"{host}:{port}"
+
+
+def _check_settings() -> None:
+    # Refuse bad settings here, in one line, before gunicorn prints anything (its on_starting hook checks them too).
+    from flask import Config
+
+    from apikeys import config
+
+    try:
+        config.load(Config(config.instance_path()))
+    except config.ConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+@click.command("serve", short_help="Serve the API with gunicorn.")
 @click.option("--host", envvar="HOST", default="127.0.0.1", show_default=True, help="Address to bind (env: HOST).")
 @click.option(
     "--port", envvar="PORT", default=8000, show_default=True, type=click.IntRange(1, 65535), help="Port (env: PORT)."
@@ -34,6 +58,7 @@ def is_loopback(host: str) -> bool:
 @click.option("--seed", type=click.Path(exists=True, dir_okay=False), help="Import keys from this JSON file at start.")
 def serve_command(host, port, workers, dev, seed):
     """Serve the API with gunicorn; the database is created or upgraded first."""
+    _check_settings()
     if not is_loopback(host):
         click.echo(
             f"Warning: serving on {host} directly. gunicorn's workers can be held by slow clients: put a buffering "
@@ -47,5 +72,6 @@ def serve_command(host, port, workers, dev, seed):
         environ["APIKEYS_DEV"] = "1"
     if seed:
         environ["APIKEYS_SEED"] = os.path.abspath(seed)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "--bind", bind_address(host, port)]
+    argv.append("apikeys:create_app()")
     os.execve(sys.executable, argv, environ)  # noqa: S606 (replaces this process; no shell)

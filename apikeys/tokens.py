@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import time
 
 import jwt
@@ -57,8 +58,18 @@ _REASONS = [
     (jwt.InvalidAudienceError, "The bearer token is not for this audience (aud)."),
     (jwt.InvalidIssuerError, "The bearer token is not from the expected issuer (iss)."),
     (jwt.InvalidAlgorithmError, "The bearer token's algorithm is not allowed."),
+    (jwt.exceptions.InvalidSubjectError, "The bearer token's sub claim must be a string."),
     (jwt.DecodeError, "The bearer token is not a well-formed JWT."),
 ]
+# pyjwt says a time claim is not a number as a DecodeError ("... claim (exp) must be an integer.").
+_TIME_CLAIM_TYPE = re.compile(r"\((exp|nbf|iat)\) must be an integer")
+
+
+def _reason(error: jwt.PyJWTError) -> str:
+    time_claim = _TIME_CLAIM_TYPE.search(str(error))
+    if time_claim:
+        return f"The bearer token's {time_claim[1]} claim must be a number (seconds since 1970)."
+    return next((text for kind, text in _REASONS if isinstance(error, kind)), "The bearer token is not valid.")
 
 
 def decode_token(token: str, config) -> dict:
@@ -82,8 +93,7 @@ def decode_token(token: str, config) -> dict:
     except jwt.MissingRequiredClaimError as error:
         raise InvalidToken(f"The bearer token has no {error.claim} claim.") from None
     except jwt.PyJWTError as error:  # InvalidKeyError (a key of the wrong type) is not an InvalidTokenError
-        message = next((text for kind, text in _REASONS if isinstance(error, kind)), "The bearer token is not valid.")
-        raise InvalidToken(message) from None
+        raise InvalidToken(_reason(error)) from None
     now = time.time()
     # The leeway forgives a clock a little ahead (nbf, iat); an expired token stays expired.
     if claims["exp"] <= now:
