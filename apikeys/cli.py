@@ -68,17 +68,6 @@ tenant_option = click.option("--tenant", required=True, callback=_tenant, help="
 key_id_argument = click.argument("key_id")
 
 
-def _problems(messages: dict) -> str:
-    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...``."""
-    parts = []
-    for field, texts in messages.items():
-        if isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
-            parts += [f"{field}[{index}]: {' '.join(map(str, item))}" for index, item in texts.items()]
-        else:
-            parts.append(f"{field}: {' '.join(map(str, texts))}")
-    return "; ".join(parts)
-
-
 def _json_escape(char: str) -> str:
     if char.isprintable() or char == "\n":  # the newlines are json.dumps(indent=...)'s own
         return char
@@ -186,7 +175,7 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        raise click.UsageError(_problems(getattr(error, "messages", {}))) from None
+        raise click.UsageError(errors.one_line(getattr(error, "messages", {}))) from None
     _echo_json(CreatedKeySchema().dump(operations.create_key(_ready_state(), tenant, ACTOR, **fields)))
 
 

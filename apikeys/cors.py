@@ -20,7 +20,8 @@ def _shared(path: str) -> bool:
 
 def init_app(app) -> None:
     """Answer preflights and mark answers readable for the configured origins; nothing when none are configured."""
-    origins = frozenset(app.config["APIKEYS_CORS_ORIGINS"])
+    # Browsers send an origin's scheme and host in lower case: so compare them.
+    origins = frozenset(origin.lower() for origin in app.config["APIKEYS_CORS_ORIGINS"])
     if not origins:
         return
 

@@ -199,6 +199,17 @@ def _messages(messages) -> list[str]:
     return [str(text) for text in messages] if isinstance(messages, list) else [str(messages)]
 
 
+def one_line(messages: dict) -> str:
+    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...``."""
+    parts = []
+    for field, texts in messages.items():
+        if isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
+            parts += [f"{field}[{index}]: {' '.join(map(str, item))}" for index, item in texts.items()]
+        else:
+            parts.append(f"{field}: {' '.join(map(str, texts))}")
+    return "; ".join(parts)
+
+
 def init_app(app) -> None:
     """Answer our exceptions and every HTTPException with the envelope."""
     app.register_error_handler(ApiKeysError, handle_error)

@@ -21,6 +21,7 @@ from apikeys import tenants
 from apikeys.errors import KeyChanged
 from apikeys.errors import KeyImportError
 from apikeys.errors import KeyNotFound
+from apikeys.errors import one_line
 
 CLI_ACTOR = "cli"
 
@@ -144,7 +145,7 @@ def read_import_file(text: str, source: str) -> list[dict]:
         try:
             fields = CreateKeySchema().load({"name": entry["name"], "environment": entry["environment"], **policy})
         except ma.ValidationError as error:
-            problems = "; ".join(f"{field}: {' '.join(map(str, texts))}" for field, texts in error.messages.items())
+            problems = one_line(error.messages)
             raise KeyImportError(f"Entry {number}: {problems}") from None
         parsed = keys.parse_full_key(entry["fullKey"])
         if parsed is None:

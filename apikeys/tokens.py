@@ -33,6 +33,9 @@ def init_app(app) -> None:
         config["APIKEYS_JWT_SECRET"] = instance.load_or_create_secret(
             app.instance_path, SECRET_FILE, "JWT signing secret"
         )
+    elif any(a.startswith("HS") for a in algorithms) and len(config["APIKEYS_JWT_SECRET"]) < instance.MIN_SECRET_LENGTH:
+        # A short shared secret can be guessed offline from any one token it signed.
+        raise RuntimeError(f"APIKEYS_JWT_SECRET must be at least {instance.MIN_SECRET_LENGTH} characters.")
     asymmetric = [a for a in algorithms if not a.startswith("HS")]
     if asymmetric and not config["APIKEYS_JWT_PUBLIC_KEY"]:
         raise RuntimeError(f"APIKEYS_JWT_PUBLIC_KEY is needed for {', '.join(asymmetric)}.")

@@ -198,7 +198,7 @@ def test_documented_answer(client, auth, index):
 @pytest.fixture
 def url_map(tmp_path):
     """The stand-in's routes; matching a path needs no database."""
-    config = {"TESTING": True, "APIKEYS_DATABASE_URL": "sqlite:///unused.sqlite3", "APIKEYS_JWT_SECRET": "unused"}
+    config = {"TESTING": True, "APIKEYS_DATABASE_URL": "sqlite:///unused.sqlite3", "APIKEYS_JWT_SECRET": "unused" * 8}
     app = create_app(config, instance_path=str(tmp_path))
     yield app.url_map
     db.get_engine(app).dispose()

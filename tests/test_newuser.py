@@ -710,14 +710,6 @@ def test_surrounding_blanks_of_a_key_are_dropped_by_the_helper_like_by_verify(ap
     assert verified.id == over_http.json["data"]["id"] == key["id"]
 
 
-# --- Found while testing, outside this helper's files --------------------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="operations.read_import_file joins marshmallow's {index: [messages]} for a list field and prints "
-    "'scopes: 0'; it should say 'scopes[0]: Must be 1 to 64 of ...' as `keys create` now does",
-)
 def test_import_names_the_bad_scope(app, runner, tmp_path):
     full_key = f"{keys.new_public_key('live')}.{keys.new_secret('live')}"
     entry = {"tenant": "acme", "name": "x", "environment": "live", "fullKey": full_key, "scopes": ["bad scope"]}

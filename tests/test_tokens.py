@@ -254,6 +254,7 @@ def test_a_token_for_an_allowed_algorithm_with_the_wrong_key_type_is_a_401(confi
         ({"APIKEYS_JWT_ALGORITHMS": ["HS257"]}, "APIKEYS_JWT_ALGORITHMS"),
         ({"APIKEYS_JWT_ALGORITHMS": []}, "APIKEYS_JWT_ALGORITHMS"),
         ({"APIKEYS_JWT_ALGORITHMS": ["RS256"]}, "APIKEYS_JWT_PUBLIC_KEY"),
+        ({"APIKEYS_JWT_SECRET": "short-and-guessable"}, "APIKEYS_JWT_SECRET must be at least 32"),
     ],
 )
 def test_unusable_jwt_settings_stop_the_start(config, tmp_path, settings, message):
