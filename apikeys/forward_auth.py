@@ -7,6 +7,7 @@ them (a test checks the answers against the documented schema).
 
 from __future__ import annotations
 
+import json
 import time
 
 from flask import current_app
@@ -42,13 +43,16 @@ def verification(environment: str | None, required: list[str]):
     data = {"valid": True, "id": verified.id, "tenantId": verified.tenant_id, "environment": verified.environment}
     data |= {"name": verified.name, "publicKey": verified.public_key, "scopes": list(verified.scopes)}
     data |= {"meta": verified.meta, "expiresAt": _timestamp(verified.expires_at, None, None)}
-    response = current_app.json.response({"statusCode": 200, "data": data})
-    headers = response.headers
-    headers["X-Api-Key-Id"] = verified.id
-    # Plain ASCII on the wire whatever the tenant: percent-encoded (see apikeys.tenants).
-    headers["X-Tenant-Id"] = tenants.header_value(verified.tenant_id)
-    headers["X-Api-Key-Environment"] = verified.environment
-    headers["X-Api-Key-Scopes"] = " ".join(verified.scopes)
+    headers = [
+        ("X-Api-Key-Id", verified.id),
+        # Plain ASCII on the wire whatever the tenant: percent-encoded (see apikeys.tenants).
+        ("X-Tenant-Id", tenants.header_value(verified.tenant_id)),
+        ("X-Api-Key-Environment", verified.environment),
+        ("X-Api-Key-Scopes", " ".join(verified.scopes)),
+    ]
+    # json.dumps and one Response, not app.json.response: the same compact JSON, for less per request.
+    body = json.dumps({"statusCode": 200, "data": data}, ensure_ascii=False, separators=(",", ":"))
+    response = current_app.response_class(body, 200, headers, mimetype="application/json")
     metrics.count_verification("VALID", time.perf_counter() - started)
     return response
 
