@@ -1,0 +1,131 @@
+"""``apikeys keys ...`` and ``apikeys audit``: managing a tenant's keys without the server."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from flask.cli import with_appcontext
+
+from apikeys import errors
+from apikeys import keys
+from apikeys import operations
+from apikeys import store
+from apikeys.cli_base import ACTOR
+from apikeys.cli_base import Command
+from apikeys.cli_base import Group
+from apikeys.cli_base import echo_json
+from apikeys.cli_base import environment_option
+from apikeys.cli_base import key_id_argument
+from apikeys.cli_base import plural
+from apikeys.cli_base import ready_state
+from apikeys.cli_base import tenant_option
+
+
+@click.group("keys", cls=Group)
+def keys_group():
+    """Manage API keys without the server."""
+
+
+@keys_group.command("create")
+@tenant_option
+@click.option("--name", required=True, help="A display name, at most 100 characters.")
+@environment_option
+@click.option("--expires-at", help="An ISO-8601 time with a zone, such as 2026-12-31T00:00:00Z.")
+@click.option("--scope", "scopes", multiple=True, help="A scope the key grants; repeat for several.")
+@click.option("--meta", help="A JSON object of at most 4 KiB.")
+@with_appcontext
+def create_command(tenant, name, environment, expires_at, scopes, meta):
+    """Create a key and print it, secret included (shown once)."""
+    from apikeys.schemas import CreatedKeySchema
+    from apikeys.schemas import CreateKeySchema
+
+    body = {"name": name, "environment": environment, "scopes": list(scopes), "expiresAt": expires_at}
+    if meta is not None:
+        try:
+            body["meta"] = json.loads(meta)
+        except (ValueError, RecursionError):
+            raise click.BadParameter("must be a JSON object.", param_hint="--meta") from None
+    try:
+        fields = CreateKeySchema().load(body)
+    except Exception as error:  # marshmallow.ValidationError
+        raise click.UsageError(errors.one_line(getattr(error, "messages", {}))) from None
+    echo_json(CreatedKeySchema().dump(operations.create_key(ready_state(), tenant, ACTOR, **fields)))
+
+
+@keys_group.command("list")
+@tenant_option
+@with_appcontext
+def list_command(tenant):
+    """Print a tenant's keys as JSON, newest first."""
+    from apikeys.schemas import KeySchema
+
+    with ready_state().engine.connect() as conn:
+        rows = store.list_keys(conn, tenant, limit=None, offset=0)
+    echo_json(KeySchema(many=True).dump(rows))
+
+
+@keys_group.command("toggle")
+@tenant_option
+@key_id_argument
+@with_appcontext
+def toggle_command(tenant, key_id):
+    """Disable an active key, or enable a disabled one."""
+    echo_json({"id": key_id, "active": operations.toggle_key(ready_state(), tenant, ACTOR, key_id)})
+
+
+@keys_group.command("regenerate")
+@tenant_option
+@key_id_argument
+@click.option("--grace-period", type=click.IntRange(0, 604800), help="Seconds the old secret keeps working.")
+@with_appcontext
+def regenerate_command(tenant, key_id, grace_period):
+    """Give a key a new secret and print it (shown once)."""
+    from apikeys.schemas import RegeneratedKeySchema
+
+    regenerated = operations.regenerate_key(ready_state(), tenant, ACTOR, key_id, grace_period)
+    echo_json(RegeneratedKeySchema().dump(regenerated))
+
+
+@keys_group.command("delete")
+@tenant_option
+@key_id_argument
+@with_appcontext
+def delete_command(tenant, key_id):
+    """Delete a key for good."""
+    operations.delete_key(ready_state(), tenant, ACTOR, key_id)
+    click.echo(f"Deleted {key_id}.")
+
+
+@keys_group.command("generate", short_help="Print a new full key without storing it.")
+@environment_option
+def generate_command(environment):
+    """Print a fresh, valid full key without storing it (for import files)."""
+    click.echo(f"{keys.new_public_key(environment)}.{keys.new_secret(environment)}")
+
+
+@keys_group.command("import", short_help="Import keys known in advance from a JSON file.")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@with_appcontext
+def import_command(file):
+    """Import keys known in advance from a JSON list of {tenant, name, environment, fullKey}."""
+    try:
+        text = file.read()
+    except UnicodeDecodeError:
+        raise click.ClickException(f"{file.name} is not UTF-8 text.") from None
+    entries = operations.read_import_file(text, file.name)
+    created, unchanged = operations.import_keys(ready_state(), entries)
+    click.echo(f"Imported {plural(created, 'key')}; {plural(unchanged, 'key')} already there.")
+
+
+@click.command("audit", cls=Command)
+@tenant_option
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many entries.")
+@with_appcontext
+def audit_command(tenant, limit):
+    """Print a tenant's audit log as JSON, newest first."""
+    from apikeys.schemas import AuditEntrySchema
+
+    with ready_state().engine.connect() as conn:
+        entries = store.list_audit_entries(conn, tenant, limit, 0)
+    echo_json(AuditEntrySchema(many=True).dump(entries))
