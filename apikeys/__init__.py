@@ -44,6 +44,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     from apikeys import console
     from apikeys import cors
     from apikeys import errors
+    from apikeys import fast_path
     from apikeys import instance
     from apikeys import logs
     from apikeys import metrics
@@ -63,4 +64,5 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     cors.init_app(app)
     console.init_app(app)
     cli.init_app(app)
+    fast_path.init_app(app)  # last: it wraps the finished app's WSGI callable
     return app

@@ -96,11 +96,18 @@ def _after_request(response):
         return response
     tenant = getattr(state, "tenant", None) or (api_key.tenant_id if api_key else None)
     key_id = api_key.id if api_key else None
+    duration_ms = round((time.perf_counter() - started) * 1000, 2) if started else None
+    log_request(request.method, request.path, response.status_code, duration_ms, tenant, key_id)
+    return response
+
+
+def log_request(method: str, path: str, status: int, duration_ms, tenant: str | None, key_id: str | None) -> None:
+    """Write one request's log line; ``path`` without the query string, which is the client's to fill."""
     fields = {
-        "method": request.method,
-        "path": request.path,  # never the query string: it is the client's to fill
-        "status": response.status_code,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": duration_ms,
         "tenant": tenant,
         "key_id": key_id,
     }
@@ -108,15 +115,14 @@ def _after_request(response):
     # every value that came from a request, or from a tenant someone typed, escaped.
     log.info(
         "%s %s %s %sms tenant=%s key=%s",
-        escape(fields["method"]),
-        escape(fields["path"]),
-        fields["status"],
-        fields["duration_ms"],
+        escape(method),
+        escape(path),
+        status,
+        duration_ms,
         escape(tenant) if tenant else "-",
         escape(key_id) if key_id else "-",
         extra=fields,
     )
-    return response
 
 
 def init_app(app) -> None:

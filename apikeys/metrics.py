@@ -44,9 +44,10 @@ class VerificationMetrics:
         )
 
 
-def count_verification(code: str, seconds: float) -> None:
-    """Count one /verify answer under its result code (VALID or a refusal's code)."""
-    metrics = get_state().metrics
+def count_verification(state, code: str, seconds: float) -> None:
+    """Count one /verify answer under its result code (VALID or a refusal's code), in ``state``'s metrics."""
+    # The state is passed in, not looked up: the WSGI fast path (apikeys.fast_path) runs without an app context.
+    metrics = state.metrics
     if metrics is not None:
         metrics.by_code[code].inc()
         metrics.duration.observe(seconds)

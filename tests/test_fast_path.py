@@ -1,0 +1,79 @@
+"""The WSGI fast path for /verify answers exactly as the Flask views behind it do."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import pytest
+
+from apikeys import db
+from apikeys import operations
+from apikeys.fast_path import VerifyFastPath
+from apikeys.verify import get_state
+
+
+@pytest.fixture
+def keys(app):
+    """Keys of every kind a verification can meet, by name."""
+    state = get_state(app)
+    made = {
+        "live": operations.create_key(state, "acme", None, "k", "live", scopes=["read", "write"], meta={"a": "é"}),
+        "test": operations.create_key(state, "café 100%", None, "k", "test"),
+        "off": operations.create_key(state, "acme", None, "k", "live"),
+        "old": operations.create_key(state, "acme", None, "k", "live", expires_at=db.utcnow() - timedelta(days=1)),
+    }
+    operations.toggle_key(state, "acme", None, made["off"]["id"])
+    return {name: key["full_key"] for name, key in made.items()}
+
+
+def _cases(keys):
+    live = keys["live"]
+    yield "GET", "/verify", {"X-Api-Key": live}
+    yield "HEAD", "/verify", {"X-Api-Key": live}
+    yield "PROPFIND", "/verify", {"X-Api-Key": live}
+    yield "OPTIONS", "/verify", {"X-Api-Key": live}
+    yield "GET", "/verify", {}
+    yield "HEAD", "/verify", {}
+    yield "GET", "/verify", {"X-Api-Key": "nope"}
+    yield "GET", "/verify", {"X-Api-Key": live[:-1] + ("A" if live[-1] != "A" else "B")}
+    yield "GET", "/verify", {"X-Api-Key": keys["test"]}
+    yield "GET", "/verify", {"X-Api-Key": keys["off"]}
+    yield "GET", "/verify", {"X-Api-Key": keys["old"]}
+    yield "GET", "/verify?environment=test", {"X-Api-Key": live}
+    yield "GET", "/verify?environment=live&environment=test", {"X-Api-Key": live}
+    yield "GET", "/verify?environment=prod", {"X-Api-Key": live}
+    yield "GET", "/verify?environment=%FF", {"X-Api-Key": live}
+    yield "GET", "/verify?scope=read&scope=admin", {"X-Api-Key": live}
+    yield "GET", "/verify?scope=read", {"X-Api-Key": live, "X-Api-Key-Required-Scopes": "write"}
+    yield "GET", "/verify", {"X-Api-Key": live, "X-Api-Key-Required-Scopes": "read delete"}
+    yield "POST", "/verify/", {"X-Api-Key": live}
+    yield "GET", "/verify/orders/1?environment=prod&scope=admin", {"X-Api-Key": live}
+    yield "GET", "/verify//a//b", {"X-Api-Key": keys["off"]}
+    yield "GET", "/verify/caf%C3%A9/%0A", {"X-Api-Key": "nope"}
+    yield "DELETE", "/verify/x", {"X-Api-Key": live, "X-Api-Key-Required-Scopes": "admin"}
+    yield "GET", "//verify", {"X-Api-Key": live}
+    yield "GET", "/verify/x", {"X-Api-Key": keys["test"]}
+
+
+@pytest.mark.parametrize("log_verified", [False, True])
+def test_answers_match_the_flask_views(app, keys, caplog, log_verified):
+    """Status, headers, body and log line: the same from the fast path as from the views."""
+    app.config["APIKEYS_LOG_VERIFIED"] = log_verified
+    assert isinstance(app.wsgi_app, VerifyFastPath)
+    fast = VerifyFastPath(app, app.wsgi_app.wsgi_app)
+    flask_only = app.wsgi_app.wsgi_app
+    client = app.test_client()
+    caplog.set_level(logging.INFO, logger="apikeys.requests")
+    for method, url, headers in _cases(keys):
+        answers = []
+        for wsgi_app in (fast, flask_only):
+            app.wsgi_app = wsgi_app
+            caplog.clear()
+            response = client.open(url, method=method, headers=headers)
+            lines = [
+                (r.getMessage().split(" tenant=")[0].rsplit(" ", 1)[0], r.getMessage().split("ms ")[1])
+                for r in caplog.records
+            ]
+            answers.append((response.status, list(response.headers.items()), response.get_data(), lines))
+        assert answers[0] == answers[1], (method, url)
