@@ -7,6 +7,7 @@ import re
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from apikeys import db
 from apikeys import operations
@@ -81,3 +82,20 @@ def test_answers_match_the_flask_views(app, keys, caplog, log_verified):
         assert answers[0] == answers[1], (method, url)
         if answers[1][0].startswith("200"):
             assert len(answers[1][3]) == log_verified  # a success is logged only when asked
+
+
+def test_a_fault_is_left_to_flask(app, keys, caplog):
+    """An error other than a refusal (here the keys table gone) gets Flask's 500 envelope and its logged traceback."""
+    with get_state(app).engine.begin() as conn:
+        conn.execute(
+            sa.text("DROP TABLE api_keys CASCADE" if conn.dialect.name == "postgresql" else "DROP TABLE api_keys")
+        )
+    app.config["PROPAGATE_EXCEPTIONS"] = False  # as served: TESTING would raise it in the test instead
+    response = app.test_client().get("/verify", headers={"X-Api-Key": keys["live"]})
+    assert response.status_code == 500
+    assert response.json == {
+        "statusCode": 500,
+        "error": "Internal Server Error",
+        "message": "An unexpected error occurred.",
+    }
+    assert any(r.exc_info and r.name == app.logger.name for r in caplog.records)
