@@ -67,13 +67,6 @@ def new_verifier_key() -> str:
 
 
 @pytest.fixture
-def jwt_secret():
-    secret = secrets.token_urlsafe(64)
-    logscan.signing_secrets.add(secret)
-    return secret
-
-
-@pytest.fixture
 def server_env(database_url, jwt_secret, tmp_path):
     """The environment of this test's servers: bcrypt 12 and one verifier key for every worker."""
     # The metrics folder is the test's, not one the master makes and removes on exit: see ``server``.

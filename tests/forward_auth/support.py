@@ -131,6 +131,16 @@ class Service:
         data = answer.json()["data"]
         return Key(data["id"], tenant, data["environment"], data["publicKey"], data["fullKey"], tuple(data["scopes"]))
 
+    def presented_key(self, key: Key, presented: str) -> str | None:
+        """The key as a refusal test presents it: "missing", "wrong secret", "disabled" or "deleted"."""
+        if presented == "disabled":
+            self.toggle(key)
+        if presented == "deleted":
+            self.delete(key)
+        if presented == "missing":
+            return None
+        return key.with_wrong_secret() if presented == "wrong secret" else key.full_key
+
     def forget_digest(self, key: Key) -> None:
         """Make the key's row look written before digests: its next checks take bcrypt, with the try limit."""
         engine = sa.create_engine(self.database_url)

@@ -49,13 +49,8 @@ def test_envoy_ext_authz_request_with_a_valid_key(service, method, path):
     ],
 )
 def test_envoy_ext_authz_request_refused(service, presented, method, status):
-    key = service.create_key("acme")
-    full_key = key.with_wrong_secret() if presented == "wrong secret" else key.full_key
-    if presented == "disabled":
-        service.toggle(key)
-    if presented == "deleted":
-        service.delete(key)
-    headers = {} if presented == "missing" else {"x-api-key": full_key}
+    full_key = service.presented_key(service.create_key("acme"), presented)
+    headers = {} if full_key is None else {"x-api-key": full_key}
 
     answer = send(service.url, method, ENVOY_PATH_PREFIX + "/orders/42?x=1", envoy_request(headers))
 

@@ -63,13 +63,8 @@ def test_traefik_forward_auth_request_with_a_valid_key(service, method):
     ],
 )
 def test_traefik_forward_auth_request_refused(service, presented, method, status):
-    key = service.create_key("acme")
-    full_key = key.with_wrong_secret() if presented == "wrong secret" else key.full_key
-    if presented == "disabled":
-        service.toggle(key)
-    if presented == "deleted":
-        service.delete(key)
-    headers = {} if presented == "missing" else {"X-Api-Key": full_key}
+    full_key = service.presented_key(service.create_key("acme"), presented)
+    headers = {} if full_key is None else {"X-Api-Key": full_key}
 
     answer = send(service.url, "GET", TRAEFIK_VERIFY_PATH, traefik_request(method, headers))
 
