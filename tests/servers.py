@@ -64,6 +64,16 @@ def new_postgres_database(base_url: str, prefix: str):
 
 
 @contextlib.contextmanager
+def empty_database(backend: str, tmp_path: Path, prefix: str):
+    """Yield the URL of a new database without any table: a SQLite file in ``tmp_path``, or a PostgreSQL one."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
+        return
+    with postgres_database(prefix) as url:
+        yield url
+
+
+@contextlib.contextmanager
 def postgres_database(prefix: str):
     """Yield the URL of a new, empty PostgreSQL database for a test, dropped afterwards.
 

@@ -33,8 +33,8 @@ from tests import logscan
 from tests.servers import ROOT
 from tests.servers import Gunicorn
 from tests.servers import call
+from tests.servers import empty_database
 from tests.servers import free_port
-from tests.servers import postgres_database
 from tests.servers import service_env
 from tests.servers import token_for
 
@@ -52,10 +52,7 @@ GUNICORN_ARGS = f"--no-control-socket --access-logformat '{ACCESS_LOG_FORMAT}'"
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """A new, empty database of this test's own; the server creates the schema when it starts."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
-        return
-    with postgres_database("apikeys_attacks") as url:
+    with empty_database(request.param, tmp_path, "apikeys_attacks") as url:
         yield url
 
 

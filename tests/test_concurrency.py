@@ -16,9 +16,9 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys.db import api_keys
-from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import Gunicorn
 from tests.servers import call
+from tests.servers import service_env
 from tests.servers import token_for
 
 pytestmark = pytest.mark.slow
@@ -73,14 +73,12 @@ def jwt(jwt_secret):
 @pytest.fixture
 def service(database_url, jwt_secret, tmp_path):
     """gunicorn -w 4 on the test's database."""
-    env = {
-        "APIKEYS_DATABASE_URL": database_url,
-        "APIKEYS_JWT_SECRET": jwt_secret,
-        "APIKEYS_BCRYPT_ROUNDS": "4",
-        "APIKEYS_INSTANCE_PATH": str(tmp_path / "instance"),
-        "APIKEYS_VERIFIER_KEY": TEST_VERIFIER_KEY,
-        "GUNICORN_CMD_ARGS": f"--access-logformat '{ACCESS_LOG_FORMAT}'",
-    }
+    env = service_env(
+        database_url,
+        jwt_secret,
+        tmp_path / "instance",
+        GUNICORN_CMD_ARGS=f"--access-logformat '{ACCESS_LOG_FORMAT}'",
+    )
     server = Gunicorn(tmp_path, env, workers=WORKERS).start()
     yield server
     server.stop()

@@ -19,16 +19,13 @@ from apikeys import keys
 from apikeys import migrate
 from apikeys import store
 from apikeys.verify import verify_api_key
-from tests.servers import postgres_database
+from tests.servers import empty_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path):
     """An EMPTY database, no tables at all (it overrides conftest's migrated one in this module)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.sqlite3'}"
-        return
-    with postgres_database("apikeys_migrations") as url:
+    with empty_database(request.param, tmp_path, "apikeys_migrations") as url:
         yield url
 
 

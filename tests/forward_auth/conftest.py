@@ -14,8 +14,8 @@ from tests.forward_auth.support import Application
 from tests.forward_auth.support import Service
 from tests.forward_auth.support import find_program
 from tests.forward_auth.support import required
-from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import Gunicorn
+from tests.servers import service_env
 
 
 @pytest.fixture(scope="package")
@@ -31,15 +31,7 @@ def service(workdir):
     db.upgrade(engine)
     engine.dispose()
     jwt_secret = secrets.token_urlsafe(64)
-    env = {
-        "APIKEYS_DATABASE_URL": url,
-        "APIKEYS_JWT_SECRET": jwt_secret,
-        "APIKEYS_BCRYPT_ROUNDS": "4",
-        "APIKEYS_INSTANCE_PATH": str(workdir / "instance"),
-        "APIKEYS_VERIFIER_KEY": TEST_VERIFIER_KEY,
-        "APIKEYS_DEV": "",  # never print a token, whatever the caller's environment says
-        "APIKEYS_SEED": "",
-    }
+    env = service_env(url, jwt_secret, workdir / "instance")
     gunicorn = Gunicorn(workdir, env, workers=2)
     try:
         gunicorn.start()
