@@ -18,6 +18,7 @@ from apikeys import errors
 from apikeys import logs
 from apikeys import metrics
 from apikeys.forward_auth import identity_answer
+from apikeys.forward_auth import required_scopes
 from apikeys.keys import ENVIRONMENTS
 from apikeys.verify import verify_key
 
@@ -66,8 +67,8 @@ class VerifyFastPath:
     def _answer(self, environ, path: str, from_query: bool):
         """Verify the request: return a 200's headers and body, or a refusal as a werkzeug response."""
         started = time.perf_counter()
-        required = environ.get(_SCOPES, "").split()
         environment = None
+        parameters = []
         query = environ.get("QUERY_STRING")
         if from_query and query:
             # As werkzeug reads request.args: strict UTF-8, invalid percent-escapes kept as they are.
@@ -76,9 +77,13 @@ class VerifyFastPath:
                 if name == "environment" and environment is None:
                     environment = value
                 elif name == "scope":
-                    required.append(value)
+                    parameters.append(value)
             if environment is not None and environment not in ENVIRONMENTS:
                 raise _Refer()  # the view's 400 envelope, from the view itself
+        try:
+            required = required_scopes(environ.get(_SCOPES), parameters)
+        except errors.ApiKeysError:
+            raise _Refer() from None  # the view's 400 envelope, from the view itself
         state = self.state
         try:
             verified = verify_key(state, environ.get(_KEY), environment, required)

@@ -21,6 +21,7 @@ from werkzeug.routing import Rule
 from apikeys import errors
 from apikeys import metrics
 from apikeys import schemas
+from apikeys import scopes
 from apikeys import tenants
 from apikeys.api import blp
 from apikeys.keys import ENVIRONMENTS
@@ -66,9 +67,29 @@ def identity_answer(verified) -> tuple[str, list[tuple[str, str]]]:
     return body, headers
 
 
+def required_scopes(header: str | None, parameters: list[str]) -> list[str]:
+    """Return the scopes a /verify request requires (its header's, then its ``scope`` parameters'); raise ApiKeysError.
+
+    Each is checked against the scope grammar: a value read as one joined string
+    ("orders:,admin:users") could otherwise be granted by a prefix of it.
+    """
+    try:
+        required = scopes.parse_required(header or "")
+    except ValueError as error:
+        raise errors.ApiKeysError(errors={SCOPES_HEADER: [str(error)]}) from None
+    for value in parameters:
+        try:
+            named = scopes.parse_required(value)
+        except ValueError as error:
+            raise errors.ApiKeysError(errors={"scope": [str(error)]}) from None
+        if not named:  # ?scope= asks for something: never read as asking for nothing
+            raise errors.ApiKeysError(errors={"scope": ["Must name a scope."]})
+        required += named
+    return required
+
+
 def _required_scopes(from_query: bool) -> list[str]:
-    required = request.headers.get(SCOPES_HEADER, "").split()
-    return required + request.args.getlist("scope") if from_query else required
+    return required_scopes(request.headers.get(SCOPES_HEADER), request.args.getlist("scope") if from_query else [])
 
 
 def verify_from_query():
@@ -108,7 +129,7 @@ SCOPES_PARAMETER = {
     "name": SCOPES_HEADER,
     "required": False,
     "schema": {"type": "string"},
-    "description": "Scopes the key must grant, separated by spaces.",
+    "description": "Scopes the key must grant, separated by spaces or commas (repeated header lines add up).",
 }
 
 
@@ -117,7 +138,7 @@ def _documented(view, *, query: bool):
     parameters = [SCOPES_PARAMETER] + (QUERY_PARAMETERS if query else [])
     documented = blp.doc(security=[{"apiKey": []}], parameters=parameters)(view)
     documented = blp.alt_response(200, schema=schemas.VerifiedKeyEnvelopeSchema, success=True)(documented)
-    for status, name in ((401, "UNAUTHORIZED"), (403, "FORBIDDEN")) + (((400, "BAD_REQUEST"),) if query else ()):
+    for status, name in ((400, "BAD_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN")):
         documented = blp.alt_response(status, response=name)(documented)
     view._apidoc = documented._apidoc  # what flask-smorest reads to write the document
     return view

@@ -27,3 +27,16 @@ def grants(granted: list[str], required: str) -> bool:
 def missing(granted: list[str], required: list[str]) -> list[str]:
     """Return the required scopes that ``granted`` does not grant."""
     return [scope for scope in required if not grants(granted, scope)]
+
+
+# A proxy may send one scope per header line, which the server joins with commas, or several on one line.
+_SEPARATORS = re.compile(r"[ \t,]+")
+
+
+def parse_required(value: str) -> list[str]:
+    """Split required scopes on commas, spaces and tabs; raise ValueError for any outside the scope grammar."""
+    required = [scope for scope in _SEPARATORS.split(value) if scope]
+    invalid = [scope for scope in required if not is_valid(scope)]
+    if invalid:
+        raise ValueError(f"Not a scope: {invalid[0][:64]!r}; a scope is 1 to 64 of A-Z a-z 0-9 _ . : * -.")
+    return required
