@@ -11,6 +11,7 @@ import { loadAudit } from "./audit.js";
 import { wireAudit } from "./audit.js";
 import { $ } from "./dom.js";
 import { announce } from "./dom.js";
+import { quoted } from "./dom.js";
 import { setMessage } from "./dom.js";
 import { shortTime } from "./dom.js";
 import { show } from "./dom.js";
@@ -21,13 +22,50 @@ import { wireKeys } from "./keys.js";
 const tenantClaim = document.body.dataset.tenantClaim || "tenantId";
 const VIEWS = { keys: "API keys", audit: "Audit log" };
 
+let offered = null; // a token from a link, waiting for the user's yes (memory only)
+
 function takeTokenFromFragment() {
   // The dev link is /console#token=<jwt>: a fragment never reaches the server (so never its
-  // logs); the token moves to sessionStorage and leaves the address bar and the history entry.
+  // logs); the token leaves the address bar and the history entry at once, whatever happens next.
   if (!location.hash.startsWith("#token=")) return;
-  const token = new URLSearchParams(location.hash.slice(1)).get("token");
+  const token = (new URLSearchParams(location.hash.slice(1)).get("token") || "").trim();
   history.replaceState(null, "", location.pathname + location.search + "#keys");
-  if (token && token.trim()) setToken(token.trim());
+  if (!token) return;
+  const current = getToken();
+  if (!current) setToken(token); // a fresh tab: the dev link signs in
+  else if (token !== current) offerSwitch(token);
+}
+
+function tenantOf(token) {
+  const claims = claimsOf(token);
+  return typeof claims[tenantClaim] === "string" ? claims[tenantClaim] : null;
+}
+
+function offerSwitch(token) {
+  // Any page can link here with its own token: a signed-in tab must never change tenants
+  // unasked, or the user would go on creating keys in someone else's tenant.
+  offered = token;
+  const subject = claimsOf(token).sub;
+  const tenant = tenantOf(token);
+  $("switch-tenant").textContent = tenant === null ? "an unknown tenant" : "tenant " + quoted(tenant);
+  $("switch-subject").textContent = typeof subject === "string" ? " (subject " + quoted(subject) + ")" : "";
+  $("switch-current").textContent = quoted(tenantOf(getToken()) || "?");
+  const dialog = $("switch-dialog");
+  if (!dialog.open) dialog.showModal();
+  $("switch-stay").focus();
+}
+
+function acceptSwitch() {
+  const token = offered;
+  offered = null;
+  $("switch-dialog").close();
+  if (!token) return;
+  clearKeys();
+  clearAudit();
+  setToken(token);
+  history.replaceState(null, "", location.pathname + location.search + "#keys");
+  render();
+  announce("Signed in as tenant " + quoted(tenantOf(token) || "?") + ".");
 }
 
 function signOut(message) {
@@ -55,8 +93,7 @@ function signIn(event) {
 
 function showWho(token) {
   const claims = claimsOf(token);
-  const tenant = typeof claims[tenantClaim] === "string" ? claims[tenantClaim] : "?";
-  $("who").textContent = "Tenant " + tenant;
+  $("who").textContent = "Tenant " + (tenantOf(token) || "?");
   $("who").title = typeof claims.exp === "number"
     ? "Token valid until " + shortTime(new Date(claims.exp * 1000).toISOString())
     : "";
@@ -94,6 +131,12 @@ function wire() {
   for (const button of document.querySelectorAll("dialog [data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
+  $("switch-accept").addEventListener("click", acceptSwitch);
+  $("switch-dialog").addEventListener("close", () => {
+    // Declined (Stay, Escape, sign-out): the offered token is dropped. The event comes a task
+    // later, so a link opened meanwhile may have reopened the dialog with its own offer.
+    if (!$("switch-dialog").open) offered = null;
+  });
   wireKeys();
   wireAudit();
   window.addEventListener("hashchange", () => {
@@ -102,6 +145,6 @@ function wire() {
   });
 }
 
-takeTokenFromFragment();
 wire();
+takeTokenFromFragment();
 render();

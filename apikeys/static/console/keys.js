@@ -1,7 +1,7 @@
 // The keys page: the list, and the dialogs that create, show once, edit, regenerate and delete.
 //
 // A secret (in the create and regenerate answers) goes to the screen and nowhere else: not to
-// storage, not to the URL, not into any request; the dialog that shows it forgets it when it closes.
+// storage, not to the URL, not into any request; the dialog that shows it forgets it as it closes.
 
 import { api } from "./api.js";
 import { attempt } from "./api.js";
@@ -116,6 +116,26 @@ function forgetSecret() {
   $("secret-value").value = "";
   $("secret-name").textContent = "";
   $("secret-copied").textContent = "";
+}
+
+function closeSecret() {
+  // Forget first, in this same task: the dialog's close event comes later (a queued task),
+  // and until then a hidden dialog would still hold the key.
+  forgetSecret();
+  $("secret-dialog").close();
+}
+
+function wireSecret() {
+  const dialog = $("secret-dialog");
+  $("secret-copy").addEventListener("click", copySecret);
+  $("secret-done").addEventListener("click", closeSecret);
+  // Escape fires cancel before the dialog closes; close and the observer cover every other way
+  // it can close (sign-out, close() from elsewhere, a browser that skips cancel).
+  dialog.addEventListener("cancel", forgetSecret);
+  dialog.addEventListener("close", forgetSecret);
+  new MutationObserver(() => {
+    if (!dialog.open) forgetSecret();
+  }).observe(dialog, { attributes: true, attributeFilter: ["open"] });
 }
 
 async function copySecret() {
@@ -299,9 +319,7 @@ export function wireKeys() {
   $("edit-form").addEventListener("submit", submitEdit);
   $("regenerate-form").addEventListener("submit", submitRegenerate);
   $("delete-form").addEventListener("submit", submitDelete);
-  $("secret-copy").addEventListener("click", copySecret);
-  $("secret-done").addEventListener("click", () => $("secret-dialog").close());
-  $("secret-dialog").addEventListener("close", forgetSecret);
+  wireSecret();
   $("keys-prev").addEventListener("click", () => {
     state.page -= 1;
     loadKeys();
@@ -313,6 +331,7 @@ export function wireKeys() {
 }
 
 export function clearKeys() {
+  closeSecret();
   state.page = 1;
   state.keys.clear();
   state.current = null;
