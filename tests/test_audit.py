@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -101,6 +102,72 @@ def test_a_change_and_its_entry_exist_together_or_not_at_all(app, client, as_act
     finally:
         with db.get_engine(app).begin() as conn:
             conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
+
+
+@contextlib.contextmanager
+def audit_log_away(app):
+    """Make every audit insert fail (the table is renamed) for the block's length."""
+    with db.get_engine(app).begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_log RENAME TO audit_log_away"))
+    try:
+        yield
+    finally:
+        with db.get_engine(app).begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
+
+
+def everything(app) -> tuple[list[dict], list[dict]]:
+    """Every key row, hashes and digests included, and every audit entry."""
+    with db.get_engine(app).connect() as conn:
+        keys = [dict(row) for row in conn.execute(sa.select(db.api_keys).order_by(db.api_keys.c.id)).mappings()]
+    return keys, rows(app)
+
+
+CHANGES = {
+    "regenerate": ("POST", "/regenerate", None),
+    "regenerate with a grace period": ("POST", "/regenerate", {"gracePeriodSeconds": 600}),
+    "update": ("PATCH", "", {"name": "renamed", "scopes": ["read"], "meta": {"a": 1}}),
+    "toggle": ("POST", "/toggle", None),
+    "delete": ("DELETE", "", None),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_each_change_and_its_entry_exist_together_or_not_at_all(app, client, as_actor, make_key, change):
+    """Regenerate, update, toggle, delete: when the audit entry cannot be written, the key is left as it was."""
+    method, suffix, body = CHANGES[change]
+    key = make_key()
+    make_key(name="a bystander")
+    before = everything(app)
+    with audit_log_away(app), pytest.raises(sa.exc.SQLAlchemyError):  # the test client re-raises a 500's cause
+        client.open(f"/dashboard/api-keys/{key['id']}{suffix}", method=method, json=body, headers=as_actor())
+    assert everything(app) == before
+    # And with the table back, the same change is made, with its entry.
+    response = client.open(f"/dashboard/api-keys/{key['id']}{suffix}", method=method, json=body, headers=as_actor())
+    assert response.status_code in (200, 204), response.json
+    assert len(rows(app)) == len(before[1]) + 1
+
+
+def test_an_import_and_its_entries_exist_together_or_not_at_all(app, runner, tmp_path):
+    from apikeys import keys
+
+    entries = [
+        {
+            "tenant": "acme",
+            "name": f"n{n}",
+            "environment": "test",
+            "fullKey": f"{keys.new_public_key('test')}.{keys.new_secret('test')}",
+        }
+        for n in range(2)
+    ]
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps(entries))
+    with audit_log_away(app):
+        result = runner.invoke(args=["keys", "import", str(path)])
+    assert result.exit_code != 0
+    assert everything(app) == ([], [])
+    assert runner.invoke(args=["keys", "import", str(path)]).exit_code == 0
+    assert [row["action"] for row in rows(app)] == ["key.imported", "key.imported"]
 
 
 def test_nothing_secret_is_in_the_log(app, client, as_actor):

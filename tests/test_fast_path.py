@@ -13,6 +13,10 @@ from apikeys import db
 from apikeys import operations
 from apikeys.fast_path import VerifyFastPath
 from apikeys.verify import get_state
+from tests.servers import Gunicorn
+from tests.servers import call
+from tests.servers import service_env
+from tests.servers import token_for
 
 
 @pytest.fixture
@@ -27,6 +31,9 @@ def keys(app):
     }
     operations.toggle_key(state, "acme", None, made["off"]["id"])
     return {name: key["full_key"] for name, key in made.items()}
+
+
+NOT_VERIFY = ["/verifyx", "/verify-admin", "/verify.json"]
 
 
 def _cases(keys):
@@ -56,6 +63,14 @@ def _cases(keys):
     yield "DELETE", "/verify/x", {"X-Api-Key": live, "X-Api-Key-Required-Scopes": "admin"}
     yield "GET", "//verify", {"X-Api-Key": live}
     yield "GET", "/verify/x", {"X-Api-Key": keys["test"]}
+    # Empty query values are read, not dropped: an empty environment or scope must not be no requirement at all.
+    yield "GET", "/verify?environment=", {"X-Api-Key": live}
+    yield "GET", "/verify?scope=", {"X-Api-Key": live}
+    yield "GET", "/verify?scope=read&scope=", {"X-Api-Key": live}
+    # Paths that only begin like /verify are not /verify: the Flask app's 404, with or without a key.
+    for path in NOT_VERIFY:
+        yield "GET", path, {"X-Api-Key": live}
+        yield "GET", path, {}
 
 
 @pytest.mark.parametrize("log_verified", [False, True])
@@ -84,6 +99,16 @@ def test_answers_match_the_flask_views(app, keys, caplog, log_verified):
             assert len(answers[1][3]) == log_verified  # a success is logged only when asked
 
 
+@pytest.mark.parametrize("path", NOT_VERIFY)
+@pytest.mark.parametrize("with_key", [True, False])
+def test_a_path_that_only_begins_with_verify_is_not_found(app, keys, path, with_key):
+    """The fast path takes /verify and /verify/..., not every path that starts with those letters."""
+    headers = {"X-Api-Key": keys["live"]} if with_key else {}
+    response = app.test_client().get(path, headers=headers)
+    assert response.status_code == 404
+    assert "X-Api-Key-Id" not in response.headers
+
+
 # On SQLite alone: the table is dropped, and the PostgreSQL database is shared by the whole run.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_fault_is_left_to_flask(app, keys, caplog):
@@ -99,3 +124,21 @@ def test_a_fault_is_left_to_flask(app, keys, caplog):
         "message": "An unexpected error occurred.",
     }
     assert any(r.exc_info and r.name == app.logger.name for r in caplog.records)
+
+
+@pytest.mark.slow
+def test_empty_query_values_are_refused_by_the_real_server(tmp_path, jwt_secret):
+    """Under gunicorn (the fast path answering), ?environment= and ?scope= are a 400, never no requirement."""
+    env = service_env(f"sqlite:///{tmp_path / 'apikeys.sqlite3'}", jwt_secret, tmp_path / "instance")
+    with Gunicorn(tmp_path, env, workers=1) as server:
+        token = token_for(jwt_secret, "acme")
+        body = {"name": "k", "environment": "live", "scopes": ["read"]}
+        status, created = call(server.url, "POST", "/dashboard/api-keys", token=token, body=body)
+        assert status == 201, created
+        full_key = created["data"]["fullKey"]
+        assert call(server.url, "GET", "/verify?environment=live&scope=read", api_key=full_key)[0] == 200
+        answers = {
+            query: call(server.url, "GET", f"/verify?{query}", api_key=full_key)[0]
+            for query in ("environment=", "scope=", "scope=read&scope=")
+        }
+    assert answers == {"environment=": 400, "scope=": 400, "scope=read&scope=": 400}

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import re
+import threading
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
+from apikeys import VerificationError
 from apikeys import create_app
 from apikeys import db
 from apikeys import keys
+from apikeys import metrics
+from apikeys.verify import get_state
+from apikeys.verify import verify_key
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env
@@ -50,6 +58,68 @@ def test_each_verify_answer_counts_once_under_its_result(app, client, auth, make
     duration = samples(after)["apikeys_verification_duration_seconds_count"]
     assert duration - samples(before).get("apikeys_verification_duration_seconds_count", 0) == 7
     assert 'apikeys_verification_duration_seconds_bucket{le="0.005"}' in after
+
+
+def set_row(app, key_id, **values):
+    with db.get_engine(app).begin() as conn:
+        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key_id).values(**values))
+
+
+def test_every_result_counts_once_under_its_own_label(app, client, auth, make_key, monkeypatch):
+    """One /verify answer of each result, expired and busy included: each label moves by one, no other moves."""
+    key = make_key()
+    disabled, expired, digestless = make_key(), make_key(), make_key()
+    client.post(f"/dashboard/api-keys/{disabled['id']}/toggle", headers=auth())
+    set_row(app, expired["id"], expires_at=db.utcnow() - timedelta(seconds=1))
+    # Busy as tests/test_verify.py makes it: a row without a digest takes the host's one bcrypt slot,
+    # and a wrong secret for it holds that slot (bcrypt slowed here) while the holder presents the right one.
+    set_row(app, digestless["id"], secret_digest=None)
+    inside, release = threading.Event(), threading.Event()
+    real = keys.check_secret
+
+    def slow_check(secret, secret_hash):
+        inside.set()
+        release.wait(10)
+        return real(secret, secret_hash)
+
+    def attack():
+        with pytest.raises(VerificationError):
+            verify_key(get_state(app), f"{digestless['publicKey']}.{keys.new_secret('live')}")
+
+    before = client.get("/metrics").get_data(as_text=True)
+    answers = {
+        "valid": client.get("/verify", headers={"X-Api-Key": key["fullKey"]}),
+        "missing": client.get("/verify"),
+        "invalid": client.get("/verify", headers={"X-Api-Key": f"{key['publicKey']}.{keys.new_secret('live')}"}),
+        "disabled": client.get("/verify", headers={"X-Api-Key": disabled["fullKey"]}),
+        "expired": client.get("/verify", headers={"X-Api-Key": expired["fullKey"]}),
+        "wrong_environment": client.get("/verify?environment=test", headers={"X-Api-Key": key["fullKey"]}),
+        "insufficient_scope": client.get("/verify?scope=admin", headers={"X-Api-Key": key["fullKey"]}),
+    }
+    monkeypatch.setattr(keys, "check_secret", slow_check)
+    with ThreadPoolExecutor(1) as pool:
+        attacker = pool.submit(attack)  # verify_key itself: not a /verify answer, so not counted
+        assert inside.wait(10)
+        answers["busy"] = client.get("/verify", headers={"X-Api-Key": digestless["fullKey"]})
+        release.set()
+        attacker.result(10)
+    after = client.get("/metrics").get_data(as_text=True)
+    codes = {label: (response.status_code, (response.json or {}).get("code")) for label, response in answers.items()}
+    assert codes == {
+        "valid": (200, None),
+        "missing": (401, "MISSING_API_KEY"),
+        "invalid": (401, "INVALID_API_KEY"),
+        "disabled": (403, "API_KEY_DISABLED"),
+        "expired": (403, "API_KEY_EXPIRED"),
+        "wrong_environment": (403, "WRONG_ENVIRONMENT"),
+        "insufficient_scope": (403, "INSUFFICIENT_SCOPE"),
+        "busy": (503, "VERIFICATION_BUSY"),
+    }
+    assert set(metrics.RESULTS) == {code or "VALID" for _, code in codes.values()}  # every result exercised here
+    moved = {label: verifications(after, label) - verifications(before, label) for label in answers}
+    assert moved == dict.fromkeys(answers, 1)
+    total = samples(after)["apikeys_verification_duration_seconds_count"]
+    assert total - samples(before).get("apikeys_verification_duration_seconds_count", 0) == len(answers)
 
 
 def test_no_label_carries_a_tenant_or_a_key(client, make_key):

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import time
+from types import SimpleNamespace
 
 import jwt
 import pytest
@@ -83,6 +84,27 @@ def test_expired_token(client, jwt_secret):
 def test_token_without_exp(client, jwt_secret):
     token = jwt.encode({"tenantId": "acme"}, jwt_secret, algorithm="HS256")
     assert status_for(client, token)[0] == 401
+
+
+# Leeway 30 s, a max lifetime of an hour: the leeway's 15 s past it pass, 35 s past it do not.
+# No table is read: SQLite is enough.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(("beyond", "accepted"), [(0, True), (15, True), (30, True), (35, False)])
+def test_the_max_lifetime_forgives_the_leeway_and_no_more(config, tmp_path, jwt_secret, monkeypatch, beyond, accepted):
+    config.update({"APIKEYS_JWT_LEEWAY": 30, "APIKEYS_JWT_MAX_LIFETIME": 3600})
+    app = create_app(config, instance_path=str(tmp_path / "i"))
+    try:
+        now = int(time.time())
+        monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: float(now)))  # the check's clock, held
+        token = jwt.encode(claims(iat=now, exp=now + 3600 + beyond), jwt_secret, algorithm="HS256")
+        status, body = status_for(app.test_client(), token)
+        if accepted:
+            assert status == 200, body
+        else:
+            assert status == 401
+            assert body["message"] == "The bearer token lives too long: it may expire at most 3600 s from now."
+    finally:
+        db.get_engine(app).dispose()
 
 
 def test_token_signed_with_another_secret(client):
