@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import db
-from tests.forward_auth.support import Application
 from tests.forward_auth.support import Service
 from tests.forward_auth.support import find_program
 from tests.forward_auth.support import required
+from tests.forward_auth.upstreams import Application
+from tests.forward_auth.upstreams import VerifyRecorder
 from tests.servers import Gunicorn
 from tests.servers import service_env
 
@@ -64,3 +65,10 @@ def nginx_program() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return program
+
+
+@pytest.fixture(scope="package")
+def verify_recorder(service):
+    """What the proxies call instead of apikeys: it passes each request on and remembers the headers /verify got."""
+    with VerifyRecorder(service.url) as recorder:
+        yield recorder

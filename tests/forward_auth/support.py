@@ -1,5 +1,5 @@
 """What the forward-auth tests share: HTTP without secrets in the output, the running apikeys and the keys made
-through it, an application that echoes what it received, and a real nginx with every path in a test folder."""
+through it, the checks of what an application received, and a real nginx with every path in a test folder."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from dataclasses import field
-from http.server import BaseHTTPRequestHandler
-from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -30,12 +28,26 @@ from apikeys.tokens import issue_token
 from tests.servers import ROOT
 from tests.servers import wait_for
 
+if TYPE_CHECKING:  # the application module imports this one
+    from tests.forward_auth.upstreams import Application
+
 EXAMPLES = ROOT / "examples"
 NGINX_EXAMPLE = EXAMPLES / "nginx" / "apikeys.conf"
 TRAEFIK_EXAMPLE = EXAMPLES / "traefik" / "dynamic.yml"
 ENVOY_EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
 
 IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment", "X-Api-Key-Scopes")
+# The headers only a proxy may send /verify: the scopes a route requires, and (a later feature) what a request costs.
+PROXY_HEADERS = ("X-Api-Key-Required-Scopes", "X-Api-Key-Cost")
+# What a forging client sends for each: values no real key has, so any of them arriving is plain to see.
+FORGED_VALUES = {
+    "X-Tenant-Id": "globex",
+    "X-Api-Key-Id": "key_forged00000000",
+    "X-Api-Key-Environment": "test",
+    "X-Api-Key-Scopes": "admin:* *",
+    "X-Api-Key-Required-Scopes": "forged:scope",
+    "X-Api-Key-Cost": "0",
+}
 WWW_AUTHENTICATE = 'ApiKey realm="apikeys"'
 # What the Traefik middleware's address and Envoy's path_prefix point at; the example tests check the files agree.
 TRAEFIK_VERIFY_PATH = "/verify"
@@ -119,12 +131,13 @@ class Service:
         self.database_url = database_url
         self._jwt_config = {**config_module.DEFAULTS, "APIKEYS_JWT_SECRET": jwt_secret}
 
-    def _bearer(self, tenant: str) -> dict[str, str]:
+    def bearer(self, tenant: str) -> dict[str, str]:
+        """An Authorization header with a dashboard token for ``tenant``."""
         return {"Authorization": f"Bearer {issue_token(self._jwt_config, tenant, 600)}"}
 
     def create_key(self, tenant: str = "acme", environment: str = "live", scopes=()) -> Key:
         body = json.dumps({"name": "forward auth", "environment": environment, "scopes": list(scopes)}).encode()
-        headers = {**self._bearer(tenant), "Content-Type": "application/json"}
+        headers = {**self.bearer(tenant), "Content-Type": "application/json"}
         answer = send(self.url, "POST", "/dashboard/api-keys", headers, body)
         if answer.status != 201:
             pytest.fail(f"creating a key answered {answer.status}")
@@ -151,59 +164,13 @@ class Service:
             engine.dispose()
 
     def toggle(self, key: Key) -> bool:
-        answer = send(self.url, "POST", f"/dashboard/api-keys/{key.id}/toggle", self._bearer(key.tenant))
+        answer = send(self.url, "POST", f"/dashboard/api-keys/{key.id}/toggle", self.bearer(key.tenant))
         assert answer.status == 200
         return answer.json()["data"]["active"]
 
     def delete(self, key: Key) -> None:
-        answer = send(self.url, "DELETE", f"/dashboard/api-keys/{key.id}", self._bearer(key.tenant))
+        answer = send(self.url, "DELETE", f"/dashboard/api-keys/{key.id}", self.bearer(key.tenant))
         assert answer.status == 200
-
-
-class EchoHandler(BaseHTTPRequestHandler):
-    def _echo(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        received = {
-            "method": self.command,
-            "path": self.path,
-            # Should a key ever get through, the test sees that it did, never what it was.
-            "headers": [(n, "<redacted>" if n.lower() == "x-api-key" else v) for n, v in self.headers.items()],
-            "body": body.decode("latin-1"),
-        }
-        self.server.record(received)
-        payload = json.dumps(received).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(payload)
-
-    do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _echo
-
-    def log_message(self, *args):
-        pass
-
-
-class Application(ThreadingHTTPServer):
-    """A protected application on a free port that remembers every request it got."""
-
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), EchoHandler)
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
-        self._received: list[dict] = []
-        self._lock = threading.Lock()
-
-    def record(self, received: dict) -> None:
-        with self._lock:
-            self._received.append(received)
-
-    def received(self, tag: str) -> list[dict]:
-        """The requests that carried this tag."""
-        with self._lock:
-            return [r for r in self._received if dict(r["headers"]).get(TAG) == tag]
 
 
 def header_values(received: dict, name: str) -> list[str]:
@@ -226,12 +193,23 @@ class Proxy:
         return answer, self.application.received(tag)
 
 
+def forged_headers(names=tuple(FORGED_VALUES)) -> list[tuple[str, str]]:
+    """These headers (all six by default) with forged values, spelled as is, in lower case and with underscores."""
+    return [
+        (spelling, FORGED_VALUES[name]) for name in names for spelling in (name, name.lower(), name.replace("-", "_"))
+    ]
+
+
 def assert_identity(received: dict, key: Key) -> None:
-    """The application got the key's identity, once each, and never the key."""
+    """The application got the key's identity, once each, and never the key nor a header meant for /verify."""
     assert header_values(received, "X-Tenant-Id") == [key.tenant]
     assert header_values(received, "X-Api-Key-Id") == [key.id]
     assert header_values(received, "X-Api-Key-Environment") == [key.environment]
-    assert header_values(received, "X-Api-Key-Scopes") in ([" ".join(key.scopes)], [])  # an empty header may be dropped
+    # A key with scopes: exactly its scopes. Without: the header removed (or empty), never a client's.
+    expected = [[" ".join(key.scopes)]] if key.scopes else [[], [""]]
+    assert header_values(received, "X-Api-Key-Scopes") in expected
+    for name in PROXY_HEADERS:
+        assert header_values(received, name) == []
     assert "x-api-key" not in [n.lower().replace("_", "-") for n, _ in received["headers"]]
 
 

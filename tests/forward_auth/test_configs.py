@@ -11,6 +11,7 @@ import yaml
 from tests.forward_auth.support import ENVOY_EXAMPLE
 from tests.forward_auth.support import ENVOY_PATH_PREFIX
 from tests.forward_auth.support import IDENTITY_HEADERS
+from tests.forward_auth.support import PROXY_HEADERS
 from tests.forward_auth.support import TRAEFIK_EXAMPLE
 from tests.forward_auth.support import TRAEFIK_VERIFY_PATH
 
@@ -35,20 +36,24 @@ def test_traefik_example_settings():
         assert address.path == TRAEFIK_VERIFY_PATH
         assert address.query == ("" if name == "apikeys" else "scope=admin:users")
         assert auth["trustForwardHeader"] is False
+        assert auth["authRequestHeaders"] == ["X-Api-Key"]  # none of the client's other headers reach /verify
         assert auth["authResponseHeaders"] == list(IDENTITY_HEADERS)
     routers = data["http"]["routers"]
     assert routers
     for router in routers.values():
         assert router["middlewares"][0] in checks  # the key is checked before anything else runs
         assert router["service"] in data["http"]["services"]
-    # The middleware that cleans up after it removes the key and the underscore look-alikes.
+    # The middleware that cleans up after it removes the key, the proxy's headers and the underscore look-alikes;
+    # every router runs it.
     removed = {
         header
-        for middleware in middlewares.values()
-        for header, value in middleware.get("headers", {}).get("customRequestHeaders", {}).items()
+        for header, value in middlewares["apikeys-clean"]["headers"]["customRequestHeaders"].items()
         if value == ""
     }
-    assert {"X-Api-Key", "X_Tenant_Id", "X_Api_Key_Id", "X_Api_Key_Environment", "X_Api_Key_Scopes"} <= removed
+    names = ("X-Api-Key", *IDENTITY_HEADERS, *PROXY_HEADERS)
+    assert {"X-Api-Key", *PROXY_HEADERS} | {name.replace("-", "_") for name in names} <= removed
+    for router in routers.values():
+        assert router["middlewares"] == [router["middlewares"][0], "apikeys-clean"]
 
 
 def test_envoy_example_settings():
@@ -64,11 +69,17 @@ def test_envoy_example_settings():
     (listener,) = resources["listeners"]
     (manager,) = [f["typed_config"] for chain in listener["filter_chains"] for f in chain["filters"]]
     names = [f["name"] for f in manager["http_filters"]]
-    assert names == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
-    ext_authz = manager["http_filters"][0]["typed_config"]
+    assert names == ["envoy.filters.http.header_mutation", "envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+    # Before ext_authz sets the identity from apikeys' answer, every client header of those names and of the
+    # proxy's own /verify headers is removed: ext_authz only overrides the headers apikeys answers with.
+    mutation = manager["http_filters"][0]["typed_config"]
+    assert mutation["@type"].endswith("header_mutation.v3.HeaderMutation")
+    removed = [m["remove"] for m in mutation["mutations"]["request_mutations"]]
+    assert removed == [h.lower() for h in (*IDENTITY_HEADERS, *PROXY_HEADERS)]
+    ext_authz = manager["http_filters"][1]["typed_config"]
     assert ext_authz["@type"].endswith("ext_authz.v3.ExtAuthz")
     assert ext_authz["failure_mode_allow"] is False
-    assert {"exact": "x-api-key"} in ext_authz["allowed_headers"]["patterns"]
+    assert ext_authz["allowed_headers"]["patterns"] == [{"exact": "x-api-key"}]  # the key and nothing else
     service = ext_authz["http_service"]
     assert service["path_prefix"] == ENVOY_PATH_PREFIX
     upstream = service["authorization_response"]["allowed_upstream_headers"]["patterns"]

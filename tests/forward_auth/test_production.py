@@ -4,7 +4,7 @@ attack straight at gunicorn answers nobody."""
 
 from __future__ import annotations
 
-import secrets
+import json
 import select
 import socket
 import threading
@@ -14,27 +14,22 @@ from dataclasses import dataclass
 from dataclasses import field
 
 import pytest
-import sqlalchemy as sa
 
-from apikeys import db
-from tests.forward_auth.support import EXAMPLES
-from tests.forward_auth.support import Key
-from tests.forward_auth.support import Nginx
+from tests.forward_auth.production import API_HOST
+from tests.forward_auth.production import KEYS_HOST
+from tests.forward_auth.production import make_service
+from tests.forward_auth.production import running_production
+from tests.forward_auth.support import IDENTITY_HEADERS
+from tests.forward_auth.support import PROXY_HEADERS
 from tests.forward_auth.support import Proxy
-from tests.forward_auth.support import Service
 from tests.forward_auth.support import assert_identity
 from tests.forward_auth.support import assert_refused
-from tests.forward_auth.support import render
+from tests.forward_auth.support import forged_headers
+from tests.forward_auth.support import header_values
 from tests.forward_auth.support import send
-from tests.servers import Gunicorn
-from tests.servers import free_port
-from tests.servers import service_env
 
 pytestmark = pytest.mark.slow
 
-PRODUCTION_EXAMPLE = EXAMPLES / "nginx" / "production.conf"
-KEYS_HOST = "keys.example.com"
-API_HOST = "api.example.com"
 SLOW_HEADERS = 15
 SLOW_BODIES = 5
 HOLD_SECONDS = 21
@@ -98,47 +93,11 @@ def slow_clients(url: str, stop: threading.Event, *, host: str) -> list[SlowClie
     ]
 
 
-def make_service(directory, workers: int) -> tuple[Gunicorn, str]:
-    """apikeys under gunicorn with ``workers`` sync workers on a SQLite file of its own."""
-    directory.mkdir()
-    url = f"sqlite:///{directory / 'apikeys.sqlite3'}"
-    engine = sa.create_engine(url)
-    db.upgrade(engine)
-    engine.dispose()
-    jwt_secret = secrets.token_urlsafe(64)
-    env = service_env(url, jwt_secret, directory / "instance")
-    return Gunicorn(directory, env, workers=workers), jwt_secret
-
-
-@dataclass
-class Production:
-    """The running stack: nginx with the shipped file, apikeys under gunicorn behind it, and a key it issued."""
-
-    url: str
-    gunicorn: Gunicorn
-    key: Key
-
-
 @pytest.fixture(scope="module")
 def production(nginx_program, application, workdir):
     """examples/nginx/production.conf run by a real nginx, in front of apikeys (2 sync workers) and ``application``."""
-    gunicorn, jwt_secret = make_service(workdir / "production-apikeys", workers=2)
-    with gunicorn:
-        key = Service(gunicorn.url, jwt_secret).create_key("acme")
-        port = free_port()
-        site = render(
-            PRODUCTION_EXAMPLE,
-            {
-                "server 127.0.0.1:8000;": f"server 127.0.0.1:{gunicorn.port};",
-                "server 127.0.0.1:9000;": f"server 127.0.0.1:{application.server_address[1]};",
-            },
-        )
-        nginx = Nginx(nginx_program, workdir / "production-nginx", render_listen(site, port), port)
-        try:
-            nginx.start()
-            yield Production(nginx.url, gunicorn, key)
-        finally:
-            nginx.stop()
+    with running_production(nginx_program, application, workdir / "production") as stack:
+        yield stack
 
 
 @pytest.mark.parametrize(
@@ -151,10 +110,26 @@ def test_the_keys_server_passes_apikeys_own_paths_only(production, path, status)
     assert answer.status == status  # /verify is asked internally by the API server, never from outside
 
 
-def test_the_keys_server_refuses_a_body_over_64_kib_before_apikeys_reads_it(production):
-    body = b"{" + b" " * (64 * 1024) + b"}"
-    answer = send(production.url, "POST", "/dashboard/api-keys", {"Host": KEYS_HOST}, body)
+def largest_create() -> bytes:
+    """The biggest body a create can legitimately have: every field at its limit, written as json.dumps does."""
+    name = "\U0001f511" * 100  # 100 characters, each a 12-byte escape
+    scopes = [f"{i:02d}:" + "s" * 61 for i in range(50)]  # 50 scopes of 64 characters
+    # 4,096 bytes of meta as apikeys measures it (compact UTF-8), each "é" written as a 6-byte escape.
+    meta = {"note": "\u00e9" * ((4096 - len('{"note":""}')) // 2)}
+    assert len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()) <= 4096
+    return json.dumps({"name": name, "environment": "live", "scopes": scopes, "meta": meta}).encode()
 
+
+def test_the_keys_server_takes_the_largest_create_and_refuses_more_than_32_kib(production):
+    body = largest_create()
+    headers = {"Host": KEYS_HOST, "Content-Type": "application/json", **production.service.bearer("acme")}
+    assert 16 * 1024 < len(body) < 32 * 1024
+    answer = send(production.url, "POST", "/dashboard/api-keys", headers, body)
+    assert answer.status == 201
+    assert len(answer.json()["data"]["scopes"]) == 50
+
+    too_big = b"{" + b" " * (32 * 1024) + b"}"
+    answer = send(production.url, "POST", "/dashboard/api-keys", headers, too_big)
     assert answer.status == 413
     assert b"nginx" in answer.body  # nginx's own page: the request never reached a worker
 
@@ -169,9 +144,27 @@ def test_the_api_server_checks_every_request_with_apikeys(production, applicatio
     assert_refused(answer, seen, 401)
 
 
+@pytest.mark.parametrize("forged", [IDENTITY_HEADERS, IDENTITY_HEADERS + PROXY_HEADERS], ids=["identity", "all"])
+def test_the_api_server_overwrites_every_identity_header_a_client_forges(production, application, forged):
+    proxy = Proxy(production.url, application)
+    mark = production.recorder.mark()
+
+    headers = [("Host", API_HOST), *forged_headers(forged), ("X-Api-Key", production.key.full_key)]
+    answer, seen = proxy.request("GET", "/orders/42", headers)
+
+    assert answer.status == 200
+    (received,) = seen
+    assert production.key.scopes == ("orders:read",)
+    assert_identity(received, production.key)  # X-Api-Key-Scopes: orders:read, never the client's admin:* *
+    (verified,) = production.recorder.since(mark)
+    for name in ("X-Api-Key-Required-Scopes", "X-Api-Key-Cost"):
+        assert header_values(verified, name) == []  # the client's never reach /verify
+
+
 def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(production):
     stop = threading.Event()
     sent, answered, held, attackers = 0, 0, [], slow_clients(production.url, stop, host=KEYS_HOST)
+    creates_before = production.gunicorn.access_log.read_text().count('"POST /dashboard/api-keys ')
     try:
         for attacker in attackers:
             attacker.__enter__()
@@ -194,7 +187,7 @@ def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(produc
         stop.set()
         for attacker in attackers:
             attacker.__exit__()
-    access = production.gunicorn.access_log.read_text()
+    creates = production.gunicorn.access_log.read_text().count('"POST /dashboard/api-keys ') - creates_before
 
     print(
         f"slow clients through nginx: {answered}/{sent} answered in {duration:.1f} s; attack connections open "
@@ -206,18 +199,11 @@ def test_the_production_stack_answers_everyone_while_slow_clients_hang_on(produc
     assert sent >= 40
     assert answered == sent
     # The attack was real: all 20 connections were open nearly all the time (a header connection nginx drops
-    # after its 10 s is opened again at once), and the slow bodies were held for the whole run.
+    # after its 5 s is opened again at once), and the slow bodies were held for the whole run.
     assert sorted(held)[len(held) // 10] >= SLOW_HEADERS + SLOW_BODIES - 2
     assert min(a.longest for a in attackers[SLOW_HEADERS:]) >= 20
-    # ... and gunicorn never saw one of them (only the test's own create): nginx holds a request until it is whole.
-    assert access.count('"POST /dashboard/api-keys ') == 1
-
-
-def render_listen(site: str, port: int) -> str:
-    """Both servers of the example listen on the test's port, told apart by name as in production."""
-    placeholder = "listen 8080;"
-    assert site.count(placeholder) == 2, f"{PRODUCTION_EXAMPLE.name} must hold {placeholder!r} twice"
-    return site.replace(placeholder, f"listen 127.0.0.1:{port};")
+    # ... and gunicorn never saw one of them: nginx holds a request until it is whole.
+    assert creates == 0
 
 
 def test_the_same_attack_straight_at_gunicorn_answers_nobody(workdir):

