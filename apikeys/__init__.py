@@ -50,6 +50,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     from apikeys import metrics
     from apikeys import tokens
     from apikeys.verify import ApiKeys
+    from apikeys.verify import ensure_verifier_key
 
     app = Flask(__name__, instance_relative_config=True, instance_path=config.instance_path(instance_path))
     app.json.sort_keys = False  # answer fields in the documented order
@@ -58,6 +59,7 @@ def create_app(test_config: dict | None = None, instance_path: str | None = None
     logs.init_app(app)
     errors.init_app(app)
     tokens.init_app(app)
+    ensure_verifier_key(app)  # the service makes its own on first start; an app that only verifies never does
     ApiKeys(app)
     api.init_app(app)
     metrics.init_app(app)

@@ -139,10 +139,15 @@ def get_engine(app=None) -> sa.Engine:
 
 
 class VerifierKeyMismatch(RuntimeError):
-    """This host's verifier key is not the one the database's digests are written under."""
+    """This host's verifier keys do not include the one the database's digests are written under."""
 
 
 FINGERPRINT = "verifier_key_fingerprint"
+MISMATCH_MESSAGE = (
+    "This host's verifier keys (APIKEYS_VERIFIER_KEY, APIKEYS_VERIFIER_KEY_PREVIOUS) do not include the key this "
+    "database's digests are written under: give every host the database's key, as APIKEYS_VERIFIER_KEY or, during "
+    "a change of key, in APIKEYS_VERIFIER_KEY_PREVIOUS (docs/security.md)."
+)
 
 
 def recorded_fingerprint(engine: sa.Engine) -> str | None:
@@ -151,8 +156,9 @@ def recorded_fingerprint(engine: sa.Engine) -> str | None:
         return conn.execute(sa.select(settings.c.value).where(settings.c.name == FINGERPRINT)).scalar()
 
 
-def check_verifier_key(engine: sa.Engine, fingerprint: str) -> bool:
-    """Record the verifier key's fingerprint on first use, or raise VerifierKeyMismatch; tell whether it recorded."""
+def check_verifier_key(engine: sa.Engine, fingerprint: str, known=()) -> bool:
+    """Record ``fingerprint`` if the database has none; raise VerifierKeyMismatch unless the recorded one is this
+    key or one of ``known`` (the host's previous keys). Tell whether it recorded."""
     recorded = recorded_fingerprint(engine)
     if recorded is None:
         try:
@@ -161,12 +167,16 @@ def check_verifier_key(engine: sa.Engine, fingerprint: str) -> bool:
             return True
         except sa.exc.IntegrityError:  # another host recorded one at the same moment
             recorded = recorded_fingerprint(engine)
-    if recorded != fingerprint:
-        raise VerifierKeyMismatch(
-            "APIKEYS_VERIFIER_KEY is not the key this database's digests are written under: set the same value on "
-            "every host, or adopt this one with `apikeys verifier-key adopt` (docs/security.md)."
-        )
+    if recorded != fingerprint and recorded not in known:
+        raise VerifierKeyMismatch(MISMATCH_MESSAGE)
     return False
+
+
+def check_recorded_verifier_key(engine: sa.Engine, known) -> None:
+    """Raise VerifierKeyMismatch if the database records a verifier key that is not one of ``known``; record nothing."""
+    recorded = recorded_fingerprint(engine)
+    if recorded is not None and recorded not in known:
+        raise VerifierKeyMismatch(MISMATCH_MESSAGE)
 
 
 def adopt_verifier_key(engine: sa.Engine, fingerprint: str) -> None:
@@ -189,4 +199,4 @@ def prepare(app) -> None:
 
     state = get_state(app)
     upgrade(state.engine)
-    check_verifier_key(state.engine, state.verifier.fingerprint)
+    check_verifier_key(state.engine, state.verifier.fingerprint, state.fingerprints)

@@ -53,6 +53,11 @@ class DatabaseUnavailable(ApiKeysError):
     status, code, message = 503, "DATABASE_UNAVAILABLE", "The database does not answer."
 
 
+class VerifierKeyMismatch(ApiKeysError):
+    status, code = 503, "VERIFIER_KEY_MISMATCH"
+    message = "This host does not have the verifier key the database's digests are written under."
+
+
 class VerificationError(ApiKeysError):
     """A presented API key was refused; ``code`` says why."""
 

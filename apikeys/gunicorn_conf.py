@@ -18,6 +18,7 @@ __all__ = [
     "logger_class",
     "on_exit",
     "on_starting",
+    "post_worker_init",
     "when_ready",
     "workers",
 ]
@@ -66,6 +67,24 @@ def on_starting(server):
         sys.exit(f"apikeys cannot start: {error}")  # one line, not a traceback
     db.get_engine(app).dispose()  # workers open their own connections after the fork
     server.apikeys_app = app
+
+
+def post_worker_init(worker):
+    """Refuse to serve if, since the master started, the database adopted a verifier key this host does not have."""
+    import sqlalchemy as sa
+
+    from apikeys import db
+
+    state = getattr(worker.wsgi, "extensions", {}).get("apikeys")
+    if state is None:
+        return
+    try:
+        db.check_recorded_verifier_key(state.engine, state.fingerprints)
+    except db.VerifierKeyMismatch as error:
+        worker.log.error("apikeys cannot start: %s", error)
+        sys.exit(3)  # gunicorn's "worker failed to boot": the master stops rather than serve with a stale key
+    except sa.exc.SQLAlchemyError:
+        pass  # a database that does not answer now is /healthz's to report, not a reason to stop the host
 
 
 def child_exit(server, worker):

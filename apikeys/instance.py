@@ -43,7 +43,7 @@ def load_or_create_secret(folder: str, name: str, what: str) -> str:
     """Return the secret kept in ``folder/name``, creating it (mode 0600) on first use."""
     path = os.path.join(folder, name)
     try:
-        return _read_secret(path)
+        return read_secret(path)
     except FileNotFoundError:
         pass
     make_private_folder(folder)
@@ -61,10 +61,11 @@ def load_or_create_secret(folder: str, name: str, what: str) -> str:
         pass
     finally:
         os.unlink(temporary)
-    return _read_secret(path)
+    return read_secret(path)
 
 
-def _read_secret(path: str) -> str:
+def read_secret(path: str) -> str:
+    """Return the secret kept in ``path``; raise FileNotFoundError, or RuntimeError for one too short to use."""
     if os.stat(path).st_mode & 0o077:
         log.warning("%s can be read by other users; make it mode 0600.", path)
     with open(path, encoding="ascii") as file:

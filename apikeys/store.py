@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
+from apikeys.db import FINGERPRINT
 from apikeys.db import api_keys
 from apikeys.db import audit_log
+from apikeys.db import settings
 
 # The columns a dashboard response shows: never a hash or a digest.
 PUBLIC_COLUMNS = (
@@ -119,14 +121,22 @@ def record_use(conn: sa.Connection, key_id: str, now: datetime, interval: timede
     conn.execute(statement)
 
 
-def write_digest(conn: sa.Connection, key_id: str, secret_hash: str, digest: str, *, previous: bool = False) -> None:
-    """Store a secret's digest under the current verifier key, unless the secret was replaced meanwhile."""
+def write_digest(
+    conn: sa.Connection, key_id: str, secret_hash: str, digest: str, *, previous: bool = False, fingerprint: str
+) -> None:
+    """Store a secret's digest, unless the secret was replaced meanwhile or ``fingerprint`` is no longer recorded."""
     hash_column, digest_column = (
         ("previous_secret_hash", "previous_secret_digest") if previous else ("secret_hash", "secret_digest")
     )
     statement = (
         sa.update(api_keys)
         .where(api_keys.c.id == key_id, api_keys.c[hash_column] == secret_hash)
+        .where(
+            sa.or_(
+                sa.exists().where(settings.c.name == FINGERPRINT, settings.c.value == fingerprint),
+                ~sa.exists().where(settings.c.name == FINGERPRINT),
+            )
+        )
         .values({digest_column: digest})
     )
     conn.execute(statement)

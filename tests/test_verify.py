@@ -200,9 +200,6 @@ def test_a_host_with_another_verifier_key_refuses_to_start(app, config, tmp_path
     try:
         with pytest.raises(db.VerifierKeyMismatch, match="APIKEYS_VERIFIER_KEY"):
             db.prepare(other)
-        # An app that embeds ApiKeys without preparing the database refuses at its first verification.
-        with other.app_context(), pytest.raises(db.VerifierKeyMismatch):
-            verify_api_key(f"{keys.new_public_key('live')}.{keys.new_secret('live')}")
     finally:
         db.get_engine(other).dispose()
 
@@ -266,7 +263,7 @@ def test_wrong_secrets_against_a_row_without_a_digest_never_lock_its_holder_out(
     assert len(bcrypt_calls) == 31  # then the digest is written: bcrypt never again for this key
 
 
-def test_one_bcrypt_at_a_time_per_host_and_a_busy_slot_answers_503(app, make_key, monkeypatch):
+def test_one_bcrypt_at_a_time_per_key_and_a_busy_turn_answers_503(app, make_key, monkeypatch):
     key = make_key()
     forget_digest(app, key)
     inside, release = threading.Event(), threading.Event()
@@ -312,6 +309,69 @@ def test_a_digest_under_a_previous_verifier_key_is_checked_with_it_then_rewritte
     finally:
         db.get_engine(rotated).dispose()
     assert bcrypt_calls == []
+
+
+def test_a_grace_secrets_digest_under_a_previous_verifier_key_is_rewritten_in_its_own_column(
+    app, config, tmp_path, client, auth, make_key, bcrypt_calls, monkeypatch
+):
+    """After a grace rotation, then a verifier-key adoption, the old secret's digest moves to the new key in place."""
+    key = make_key()
+    db.prepare(app)
+    rotation = client.post(
+        f"/dashboard/api-keys/{key['id']}/regenerate", json={"gracePeriodSeconds": 3600}, headers=auth()
+    )
+    assert rotation.status_code == 200, rotation.json
+    new = rotation.json["data"]
+    rotated_config = {
+        **config,
+        "APIKEYS_VERIFIER_KEY": "rotated-" + "r" * 40,
+        "APIKEYS_VERIFIER_KEY_PREVIOUS": config["APIKEYS_VERIFIER_KEY"],
+    }
+    rotated = create_app(rotated_config, instance_path=str(tmp_path / "rotated"))
+    try:
+        assert rotated.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"]).exit_code == 0
+        db.prepare(rotated)
+        before = get_row(rotated, key["id"])
+        verifier = rotated.extensions["apikeys"].verifier
+        assert before.previous_secret_digest != verifier.digest(key["secretKey"])  # still under the old key
+        assert verify(rotated, key["fullKey"]).id == key["id"]  # the old secret, within its grace period
+        after = get_row(rotated, key["id"])
+        assert after.previous_secret_digest == verifier.digest(key["secretKey"])
+        assert after.secret_digest == before.secret_digest  # the current secret's column is not touched
+        assert (after.secret_hash, after.previous_secret_hash) == (before.secret_hash, before.previous_secret_hash)
+        assert verify(rotated, key["fullKey"]).id == key["id"]  # and it keeps verifying, now under the new key
+        assert verify(rotated, new["fullKey"]).id == key["id"]
+        # Until the grace period ends, to the microsecond; the new secret goes on.
+        ends = after.previous_expires_at
+        monkeypatch.setattr(db, "utcnow", lambda: ends - timedelta(microseconds=1))
+        assert verify(rotated, key["fullKey"]).id == key["id"]
+        monkeypatch.setattr(db, "utcnow", lambda: ends)
+        assert code_of(rotated, key["fullKey"]) == "INVALID_API_KEY"
+        assert verify(rotated, new["fullKey"]).id == key["id"]
+    finally:
+        db.get_engine(rotated).dispose()
+    assert bcrypt_calls == []  # both secrets were checked by their digests: no bcrypt at all
+
+
+def test_a_grace_secret_under_an_unknown_verifier_key_takes_bcrypt_once_then_has_its_own_digest(
+    app, client, auth, make_key, bcrypt_calls
+):
+    """The bcrypt fallback for the old secret writes its digest in the previous column, never the current one."""
+    key = make_key()
+    rotation = client.post(
+        f"/dashboard/api-keys/{key['id']}/regenerate", json={"gracePeriodSeconds": 3600}, headers=auth()
+    )
+    new = rotation.json["data"]
+    set_row(app, key["id"], previous_secret_digest="0badc0de:" + "0" * 64)  # a key no host knows any more
+    before = get_row(app, key["id"])
+    for _ in range(3):
+        assert verify(app, key["fullKey"]).id == key["id"]
+    assert len(bcrypt_calls) == 1
+    after = get_row(app, key["id"])
+    assert after.previous_secret_digest == app.extensions["apikeys"].verifier.digest(key["secretKey"])
+    assert after.secret_digest == before.secret_digest
+    assert verify(app, new["fullKey"]).id == key["id"]
+    assert len(bcrypt_calls) == 1
 
 
 def test_regenerate_writes_a_digest(app, client, auth, make_key, bcrypt_calls):
@@ -404,6 +464,19 @@ def test_verify_endpoint_environment_parameter(client, make_key):
     bad = client.get("/verify?environment=prod", headers={"X-Api-Key": key["fullKey"]})
     assert bad.status_code == 400
     assert "environment" in bad.json["errors"]
+
+
+def test_a_key_is_expired_from_the_exact_instant_of_its_expiry(app, client, make_key, monkeypatch):
+    """With the clock the verifier reads held still: valid one microsecond before expiresAt, expired at it."""
+    key = make_key()
+    set_row(app, key["id"], expires_at=db.utcnow().replace(microsecond=654321) + timedelta(days=1))
+    expires_at = get_row(app, key["id"]).expires_at  # as the database gives it back
+    monkeypatch.setattr(db, "utcnow", lambda: expires_at - timedelta(microseconds=1))
+    assert client.get("/verify", headers={"X-Api-Key": key["fullKey"]}).status_code == 200
+    monkeypatch.setattr(db, "utcnow", lambda: expires_at)
+    response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
+    assert (response.status_code, response.json.get("code")) == (403, "API_KEY_EXPIRED")
+    assert code_of(app, key["fullKey"]) == "API_KEY_EXPIRED"
 
 
 # The decorator in another Flask app
