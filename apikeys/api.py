@@ -16,6 +16,7 @@ from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import UnsupportedMediaType
 from werkzeug.routing import PathConverter
 
+from apikeys import db
 from apikeys import errors
 from apikeys import operations
 from apikeys import schemas
@@ -60,6 +61,14 @@ blp.ARGUMENTS_PARSER = ArgumentsParser()
 TOGGLE_MESSAGES = {True: "API key has been enabled.", False: "API key has been disabled."}
 ERROR_RESPONSES = {400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND", 409: "CONFLICT"}
 ERROR_RESPONSES |= {413: "REQUEST_ENTITY_TOO_LARGE", 415: "UNSUPPORTED_MEDIA_TYPE", 503: "SERVICE_UNAVAILABLE"}
+# What the 409 and 503 of key changes mean, in the operations' descriptions.
+HASHING_LIMIT = (
+    "A new secret takes a bcrypt hash, and a host hashes only APIKEYS_HASHING_CONCURRENCY at once. A request waits "
+    f"up to {operations.HASHING_WAIT_SECONDS:g} s for its turn (not at all if another request already waits, at "
+    f"bcrypt costs from {operations.LINE_LIMIT_ROUNDS}), then answers 503 HASHING_BUSY with Retry-After: 1, "
+    "having changed nothing."
+)
+KEY_LIMIT = "A tenant holds at most APIKEYS_MAX_KEYS_PER_TENANT keys: one more is a 409 KEY_LIMIT_REACHED."
 # OpenAPI links: what a client (or a stateful fuzzer) can do next with a created key.
 KEY_ID_FROM_BODY = "$response.body#/data/id"
 CREATED_KEY_LINKS = {
@@ -117,7 +126,12 @@ class ApiKeyCollection(MethodView):
         return _page(store.count_keys, store.list_keys, args)
 
     @dashboard(
-        "createApiKey", 201, schemas.CreatedKeyEnvelopeSchema, arguments=schemas.CreateKeySchema, alt=(401, 413, 415)
+        "createApiKey",
+        201,
+        schemas.CreatedKeyEnvelopeSchema,
+        arguments=schemas.CreateKeySchema,
+        alt=(401, 409, 413, 415, 503),
+        doc={"description": f"{HASHING_LIMIT} {KEY_LIMIT}"},
     )
     @blp.doc(responses={201: {"links": CREATED_KEY_LINKS}})
     def post(self, args):
@@ -151,8 +165,8 @@ class ApiKeyRegeneration(MethodView):
         200,
         schemas.RegeneratedKeyEnvelopeSchema,
         arguments=schemas.RegenerateSchema(),
-        alt=(401, 404, 409, 415),
-        doc={"requestBody": {"required": False}},
+        alt=(401, 404, 409, 415, 503),
+        doc={"requestBody": {"required": False}, "description": HASHING_LIMIT},
     )
     def post(self, args, key_id):
         """Give a key a new secret; the old one stops at once, or after gracePeriodSeconds."""
@@ -183,12 +197,15 @@ class Health(MethodView):
     @blp.response(200, schemas.HealthEnvelopeSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self):
-        """Answer 200 when the database answers."""
+        """Answer 200 when the database answers and records a verifier key this host has."""
+        state = get_state()
         try:
-            with get_state().engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            db.check_recorded_verifier_key(state.engine, state.fingerprints)
         except sa.exc.SQLAlchemyError:
             raise errors.DatabaseUnavailable() from None
+        except db.VerifierKeyMismatch:
+            # Still answering verifications correctly, but slowly and without writing digests: take it out.
+            raise errors.VerifierKeyMismatch() from None
         return {"data": {"status": "ok"}}
 
 
@@ -233,3 +250,4 @@ def init_app(app) -> None:
     # A PATCH must change something: what UpdateKeySchema checks, in the document too.
     api.spec.components.schemas["UpdateKey"]["minProperties"] = 1
     forward_auth.init_app(app)
+    operations.init_app(app)

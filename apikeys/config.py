@@ -158,6 +158,9 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "APIKEYS_VERIFIER_KEY": ("", Text(secret=True)),  # empty: generated once into the instance folder
     "APIKEYS_VERIFIER_KEY_PREVIOUS": ([], Items(what="keys", secret=True)),  # keys digests may still be under
     "APIKEYS_BCRYPT_ROUNDS": (12, Integer(4, 31)),
+    # bcrypt hashes at once for key changes, per instance folder (every worker of a service); 0: half the cores
+    "APIKEYS_HASHING_CONCURRENCY": (0, Integer(0, 1024)),
+    "APIKEYS_MAX_KEYS_PER_TENANT": (1000, Integer(0, 1_000_000)),  # 0: no limit
     "APIKEYS_MAX_BODY_BYTES": (64 * 1024, Integer(1024, 16 * 1024 * 1024)),
     "APIKEYS_LAST_USED_INTERVAL": (60, Integer(0, DAY)),
     "APIKEYS_SQLITE_BUSY_TIMEOUT": (10_000, Integer(0, 600_000)),  # milliseconds
