@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import sqlalchemy as sa
@@ -43,6 +44,11 @@ class ArgumentsParser(FlaskParser):
             return super()._raw_load_json(req)
         except RecursionError:
             errors_ = {"body": ["The body is nested too deeply."]}
+            raise errors.ApiKeysError("The request is not valid: body.", errors=errors_) from None
+        except json.JSONDecodeError:
+            raise  # webargs answers it: "The body is not valid JSON."
+        except ValueError:  # Python reads no integer of more than 4,300 digits (sys.get_int_max_str_digits)
+            errors_ = {"body": ["Holds a number too long to read."]}
             raise errors.ApiKeysError("The request is not valid: body.", errors=errors_) from None
 
 

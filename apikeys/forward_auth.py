@@ -119,16 +119,16 @@ QUERY_PARAMETERS = [
         "in": "query",
         "name": "scope",
         "required": False,
-        "schema": {"type": "array", "items": {"type": "string"}},
+        "schema": {"type": "array", "items": {"type": "string", "pattern": scopes.REQUIRED_PATTERN}},
         "explode": True,
-        "description": "Require the key to grant this scope; repeat for several.",
+        "description": "Require the key to grant this scope (or several, separated by spaces or commas); repeatable.",
     },
 ]
 SCOPES_PARAMETER = {
     "in": "header",
     "name": SCOPES_HEADER,
     "required": False,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": scopes.REQUIRED_LIST_PATTERN},
     "description": "Scopes the key must grant, separated by spaces or commas (repeated header lines add up).",
 }
 

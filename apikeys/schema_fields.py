@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from datetime import UTC
 from datetime import datetime
@@ -14,6 +15,8 @@ from marshmallow import validate
 from apikeys import scopes
 
 MAX_META_BYTES = 4096
+MAX_META_DEPTH = 32
+META_RULE = f"At most {MAX_META_BYTES // 1024} KiB as JSON and {MAX_META_DEPTH} levels deep; finite numbers only."
 SCOPE_RULE = "Must be 1 to 64 of A-Z a-z 0-9 _ . : * -."
 
 
@@ -38,7 +41,10 @@ class FutureTimestamp(Timestamp):
             raise ma.ValidationError("Must be an ISO-8601 time such as 2026-12-31T00:00:00.000Z.") from None
         if moment.tzinfo is None:
             raise ma.ValidationError("Must say its time zone: end it with Z for UTC.")
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
+            raise ma.ValidationError("Must lie within the years 1 to 9999 in UTC.") from None
         if moment <= datetime.now(UTC):
             raise ma.ValidationError("Must be in the future.")
         return moment
@@ -60,20 +66,63 @@ class Scopes(fields.List):
 
 
 class Meta(fields.Dict):
-    """A JSON object of at most 4 KiB, serialized."""
+    """A JSON object of at most 4 KiB and 32 levels, holding only what standard JSON can say."""
 
     def __init__(self, **kwargs):
-        super().__init__(keys=fields.String(), metadata={"description": "At most 4 KiB as JSON."}, **kwargs)
+        super().__init__(keys=fields.String(), metadata={"description": META_RULE}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         meta = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode())
-        except (RecursionError, ValueError):
-            raise ma.ValidationError("Must be a JSON object that is not nested this deeply.") from None
+        check_json_values(meta)
+        # Safe now: no value is nested too deeply, too long to print or outside standard JSON.
+        size = len(json.dumps(meta, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode())
         if size > MAX_META_BYTES:
             raise ma.ValidationError(f"Must be at most {MAX_META_BYTES} bytes as JSON.")
         return meta
+
+
+NOT_FINITE = "Must hold only finite numbers: NaN and Infinity are not JSON, and 1e400 is beyond a double."
+# An integer of more digits than this cannot fit in MAX_META_BYTES; 3.33 bits a digit, so checked without printing.
+_MAX_INTEGER_BITS = math.ceil(MAX_META_BYTES * math.log2(10))
+
+
+def check_json_values(meta: dict) -> None:
+    """Refuse what a database or a strict JSON parser would choke on; raise ValidationError saying what.
+
+    Python's json module reads NaN, Infinity and -Infinity (none of them JSON, and
+    PostgreSQL refuses them) and turns 1e400 into infinity; it nests as deep as the
+    interpreter's stack allows. The walk is a loop, not a recursion, so that no
+    depth can break it.
+    """
+    pending = [(meta, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_META_DEPTH:
+                raise ma.ValidationError(f"Must be nested at most {MAX_META_DEPTH} levels deep, counting meta itself.")
+            if isinstance(value, dict):
+                if not all(isinstance(key, str) for key in value):
+                    raise ma.ValidationError("Must have only strings as keys.")
+                _check_text(*value)
+                value = value.values()
+            pending.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ma.ValidationError(NOT_FINITE)
+        elif isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > _MAX_INTEGER_BITS:
+            raise ma.ValidationError(f"Must be at most {MAX_META_BYTES} bytes as JSON.")
+        elif not isinstance(value, int | float | bool) and value is not None:
+            raise ma.ValidationError("Must hold only JSON values: objects, arrays, strings, numbers, booleans, null.")
+
+
+def _check_text(*texts: str) -> None:
+    # A lone surrogate (\ud800 in JSON) is no Unicode character: UTF-8 and PostgreSQL cannot hold it.
+    if not all(text.isascii() for text in texts):
+        try:
+            "".join(texts).encode()
+        except UnicodeEncodeError:
+            raise ma.ValidationError("Must not contain lone surrogates (\\ud800 to \\udfff).") from None
 
 
 # The rule of Name below, for the OpenAPI document: surrounding ASCII white space

@@ -29,6 +29,10 @@ def missing(granted: list[str], required: list[str]) -> list[str]:
     return [scope for scope in required if not grants(granted, scope)]
 
 
+# The same rule as parse_required, for the OpenAPI document: scopes separated by commas, spaces and tabs
+# (a ``scope`` parameter names at least one).
+REQUIRED_LIST_PATTERN = rf"^[ \t,]*(?:{PATTERN}[ \t,]+)*(?:{PATTERN}[ \t,]*)?$"
+REQUIRED_PATTERN = rf"^[ \t,]*(?:{PATTERN}[ \t,]+)*{PATTERN}[ \t,]*$"
 # A proxy may send one scope per header line, which the server joins with commas, or several on one line.
 _SEPARATORS = re.compile(r"[ \t,]+")
 

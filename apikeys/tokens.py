@@ -75,6 +75,15 @@ def _reason(error: jwt.PyJWTError) -> str:
     return next((text for kind, text in _REASONS if isinstance(error, kind)), "The bearer token is not valid.")
 
 
+def _check_time_claims(claims: dict) -> None:
+    # A NumericDate is a JSON number (RFC 7519). pyjwt only checks that int(value) works, so "1900000000" and
+    # true get through, and a string exp would break the comparisons below. Refuse them as pyjwt refuses "soon".
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidToken(f"The bearer token's {name} claim must be a number (seconds since 1970).")
+
+
 def decode_token(token: str, config) -> dict:
     """Check a JWT against the configuration and return its claims; raise InvalidToken saying which check failed."""
     try:
@@ -97,6 +106,7 @@ def decode_token(token: str, config) -> dict:
         raise InvalidToken(f"The bearer token has no {error.claim} claim.") from None
     except jwt.PyJWTError as error:  # InvalidKeyError (a key of the wrong type) is not an InvalidTokenError
         raise InvalidToken(_reason(error)) from None
+    _check_time_claims(claims)
     now = time.time()
     # The leeway forgives a clock a little ahead (nbf, iat); an expired token stays expired.
     if claims["exp"] <= now:
