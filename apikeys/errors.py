@@ -1,12 +1,6 @@
-"""The one error model: exceptions on one base class, and the handler that turns them into the envelope."""
+"""The one error model: exceptions on one base class (status, code, message, headers); apikeys.envelope renders them."""
 
 from __future__ import annotations
-
-from http import HTTPStatus
-
-from flask import current_app
-from werkzeug.exceptions import HTTPException
-from werkzeug.exceptions import InternalServerError
 
 
 class ApiKeysError(Exception):
@@ -59,11 +53,12 @@ class VerifierKeyMismatch(ApiKeysError):
 
 
 class VerificationError(ApiKeysError):
-    """A presented API key was refused; ``code`` says why."""
+    """A presented API key was refused; ``code`` says why, ``label`` is the result it is counted under in /metrics."""
 
     status = 401
     code = "INVALID_API_KEY"
     message = "The API key is not valid."
+    label = "invalid"
 
     def __init__(self, message: str | None = None, *, retry_after: int | None = None):
         super().__init__(message)
@@ -79,7 +74,7 @@ class VerificationError(ApiKeysError):
 
 
 class MissingApiKey(VerificationError):
-    code, message = "MISSING_API_KEY", "An API key is required in the X-Api-Key header."
+    code, message, label = "MISSING_API_KEY", "An API key is required in the X-Api-Key header.", "missing"
 
 
 class InvalidApiKey(VerificationError):
@@ -89,7 +84,7 @@ class InvalidApiKey(VerificationError):
 class VerificationBusy(VerificationError):
     # Only a key without a digest (written before digests existed) needs bcrypt, one check per host at a time.
     status = 503
-    code = "VERIFICATION_BUSY"
+    code, label = "VERIFICATION_BUSY", "busy"
     message = "This key's first check since an upgrade must wait for another; retry in a second."
 
     def __init__(self, message: str | None = None):
@@ -97,110 +92,47 @@ class VerificationBusy(VerificationError):
 
 
 class ApiKeyDisabled(VerificationError):
-    status, code, message = 403, "API_KEY_DISABLED", "The API key is disabled."
+    status, code, message, label = 403, "API_KEY_DISABLED", "The API key is disabled.", "disabled"
 
 
 class ApiKeyExpired(VerificationError):
-    status, code, message = 403, "API_KEY_EXPIRED", "The API key has expired."
+    status, code, message, label = 403, "API_KEY_EXPIRED", "The API key has expired.", "expired"
 
 
 class WrongEnvironment(VerificationError):
     status, code, message = 403, "WRONG_ENVIRONMENT", "The API key belongs to another environment."
+    label = "wrong_environment"
 
 
 class InsufficientScope(VerificationError):
     status, code, message = 403, "INSUFFICIENT_SCOPE", "The API key does not grant the required scopes."
+    label = "insufficient_scope"
 
 
-def error_body(status: int, message: str, *, code: str | None = None, errors: dict | None = None) -> dict:
-    """Return the envelope every error answers with."""
-    body = {"statusCode": status, "error": HTTPStatus(status).phrase, "message": message}
-    if code:
-        body["code"] = code
-    if errors:
-        body["errors"] = errors
-    return body
+class HashingBusy(ApiKeysError):
+    status, code = 503, "HASHING_BUSY"
+    message = "Too many keys are being created or rotated on this server right now; nothing changed. Retry in a second."
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
-def error_response(status: int, message: str, *, code=None, errors=None, headers=None):
-    """Return a JSON response holding the error envelope."""
-    response = current_app.json.response(error_body(status, message, code=code, errors=errors))
-    response.status_code = status
-    response.headers.update(headers or {})
-    return response
+class KeyLimitReached(ApiKeysError):
+    status, code = 409, "KEY_LIMIT_REACHED"
+
+    def __init__(self, limit: int, tenant: str | None = None):
+        if tenant is None:  # the caller's own tenant
+            message = f"This tenant has reached its limit of {limit} API keys: delete one it no longer uses first."
+        else:  # an import, which may name several tenants
+            message = f"Tenant {tenant!r} would have more than {limit} API keys, the limit; nothing was imported."
+        super().__init__(message)
 
 
-def handle_error(error: ApiKeysError):
-    """Answer one of our exceptions with the envelope."""
-    return error_response(error.status, error.message, code=error.code, errors=error.errors, headers=error.headers())
-
-
-# Messages for errors that werkzeug raises with an HTML-minded description.
-_MESSAGES = {
-    400: "The request could not be understood.",
-    404: "The requested resource was not found.",
-    405: "The method is not allowed for this resource.",
-    413: "The request body is too large.",
-    415: "Send the body as JSON, with Content-Type: application/json.",
-    500: "An unexpected error occurred.",
-}
-
-
-def handle_http_exception(error: HTTPException):
-    """Turn any HTTPException, webargs' validation errors included, into the envelope."""
-    data = getattr(error, "data", None) or {}
-    errors = data.get("errors") or data.get("messages")
-    headers = dict(data.get("headers") or {})
-    if isinstance(error, InternalServerError):
-        # Never echo an unexpected exception to the client; Flask has logged it.
-        return error_response(500, _MESSAGES[500])
-    if error.code == 405 and error.valid_methods:
-        headers["Allow"] = ", ".join(error.valid_methods)
-    if errors:
-        errors = _flatten_locations(errors)
-        message = "The request is not valid: " + ", ".join(sorted(errors)) + "."
-    else:
-        message = data.get("message") or _MESSAGES.get(error.code) or error.description
-    return error_response(error.code, message, code=data.get("code"), errors=errors, headers=headers)
-
-
-# What webargs and marshmallow call a whole-body problem, in words a client understands.
-_BODY_MESSAGES = {"Invalid JSON body.": "The body is not valid JSON.", "Invalid input type.": "Must be a JSON object."}
-
-
-def _flatten_locations(errors: dict) -> dict:
-    """Name fields directly ({"json": {"name": [...]}} becomes {"name": [...]}); call the body "body"."""
-    flat = {}
-    for location, fields in errors.items():
-        if isinstance(fields, dict):
-            flat.update({field: _messages(messages) for field, messages in fields.items()})
-        else:
-            flat[location] = fields
-    for key in ("json", "_schema"):
-        if key in flat and isinstance(flat[key], list):
-            flat["body"] = [_BODY_MESSAGES.get(message, message) for message in flat.pop(key)]
-    return flat
-
-
-def _messages(messages) -> list[str]:
-    """Return a field's messages as a list of strings; an item's own (``{0: [...]}``) say which item."""
-    if isinstance(messages, dict):
-        return [f"Item {index}: {text}" for index, texts in messages.items() for text in _messages(texts)]
-    return [str(text) for text in messages] if isinstance(messages, list) else [str(messages)]
-
-
-def one_line(messages: dict) -> str:
-    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...``."""
-    parts = []
-    for field, texts in messages.items():
-        if isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
-            parts += [f"{field}[{index}]: {' '.join(map(str, item))}" for index, item in texts.items()]
-        else:
-            parts.append(f"{field}: {' '.join(map(str, texts))}")
-    return "; ".join(parts)
-
-
-def init_app(app) -> None:
-    """Answer our exceptions and every HTTPException with the envelope."""
-    app.register_error_handler(ApiKeysError, handle_error)
-    app.register_error_handler(HTTPException, handle_http_exception)
+def refusals() -> list[type[VerificationError]]:
+    """Return every refusal class, each with its own code and metrics label."""
+    found, pending = [], [VerificationError]
+    while pending:
+        refusal = pending.pop()
+        found.append(refusal)
+        pending.extend(refusal.__subclasses__())
+    return found

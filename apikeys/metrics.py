@@ -12,19 +12,12 @@ import os
 
 from flask import Response
 
-from apikeys.verify import get_state
+from apikeys import errors
+from apikeys.verification.extension import get_state
 
-# Each refusal's code, and the result label it is counted under.
-RESULTS = {
-    "VALID": "valid",
-    "MISSING_API_KEY": "missing",
-    "INVALID_API_KEY": "invalid",
-    "VERIFICATION_BUSY": "busy",
-    "API_KEY_DISABLED": "disabled",
-    "API_KEY_EXPIRED": "expired",
-    "WRONG_ENVIRONMENT": "wrong_environment",
-    "INSUFFICIENT_SCOPE": "insufficient_scope",
-}
+# Each result code (VALID, or a refusal's) and the label it is counted under: from the refusal classes themselves,
+# so that a new refusal is one class in apikeys.errors.
+RESULTS = {"VALID": "valid"} | {refusal.code: refusal.label for refusal in errors.refusals()}
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 _process_metrics = None  # prometheus-client's registry is per process, and so are these
@@ -38,18 +31,18 @@ class VerificationMetrics:
         from prometheus_client import Histogram
 
         counter = Counter("apikeys_verifications", "/verify answers, by result.", ["result"])
-        self.by_code = {code: counter.labels(result) for code, result in RESULTS.items()}
+        self.by_label = {label: counter.labels(label) for label in RESULTS.values()}
         self.duration = Histogram(
             "apikeys_verification_duration_seconds", "Time to verify a key at /verify.", buckets=BUCKETS
         )
 
 
-def count_verification(state, code: str, seconds: float) -> None:
-    """Count one /verify answer under its result code (VALID or a refusal's code), in ``state``'s metrics."""
-    # The state is passed in, not looked up: the WSGI fast path (apikeys.fast_path) runs without an app context.
+def count_verification(state, label: str, seconds: float) -> None:
+    """Count one /verify answer under its result label ("valid", or a refusal's label), in ``state``'s metrics."""
+    # The state is passed in, not looked up: the middleware answers /verify without an app context.
     metrics = state.metrics
     if metrics is not None:
-        metrics.by_code[code].inc()
+        metrics.by_label[label].inc()
         metrics.duration.observe(seconds)
 
 

@@ -47,14 +47,14 @@ def throwaway_config(database_url: str) -> dict:
 def create_test_app(directory: Path) -> Flask:
     """Create an apikeys app on a fresh, migrated SQLite file in ``directory``."""
     from apikeys import create_app
-    from apikeys import db
+    from apikeys.verification import extension
 
     database_url = f"sqlite:///{directory / 'apikeys.sqlite3'}"
     app = create_app(throwaway_config(database_url), instance_path=str(directory / "instance"))
     try:
-        db.prepare(app)
+        extension.prepare(app)
     except BaseException:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
         raise
     return app
 
@@ -92,10 +92,10 @@ class ApikeysServer:
         """Migrate the database, bind a free port and serve in a daemon thread."""
         from werkzeug.serving import make_server
 
-        from apikeys import db
+        from apikeys.storage import engine as engine_module
 
         self.app = create_test_app(self.directory)
-        self.database_url = db.database_url(self.app)
+        self.database_url = engine_module.database_url(self.app.config, self.app.instance_path)
         try:
             self._server = make_server("127.0.0.1", 0, self.app, threaded=True, request_handler=_quiet_handler())
             self.url = f"http://127.0.0.1:{self._server.server_port}"
@@ -113,7 +113,7 @@ class ApikeysServer:
 
     def shutdown(self) -> None:
         """Stop serving, close the socket and the database connections; safe to call twice."""
-        from apikeys import db
+        from apikeys.verification import extension
 
         if self._thread is not None:
             self._server.shutdown()  # serve_forever closes the listening socket on its way out
@@ -123,7 +123,7 @@ class ApikeysServer:
             self._server.server_close()
         self._server = None
         if self.app is not None:
-            db.get_engine(self.app).dispose()
+            extension.get_engine(self.app).dispose()
 
     @property
     def settings(self) -> dict[str, str]:
@@ -192,14 +192,14 @@ def apikeys_key(apikeys_server: ApikeysServer) -> dict:
 @pytest.fixture
 def apikeys_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """A fresh in-process apikeys app on its own temporary SQLite database."""
-    from apikeys import db
+    from apikeys.verification import extension
 
     directory = tmp_path_factory.mktemp("apikeys-app")
     app = create_test_app(directory)
     try:
         yield app
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -162,7 +162,7 @@ def measure(args, tmp: Path) -> dict:
             env,
             workers=args.workers,
             app="apikeys:create_app()",
-            config="python:apikeys.gunicorn_conf",
+            config="python:apikeys.server.gunicorn_conf",
             access_log=False,
         )
         stack.enter_context(service)

@@ -12,7 +12,7 @@ from dataclasses import field
 
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import tables
 from bench.soak_client import Client
 from bench.soak_client import Key
 from bench.soak_client import redact
@@ -60,7 +60,9 @@ def check_rows(port: int, database_url: str, clients: list[Client], tokens: dict
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.select(db.api_keys.c.id, db.api_keys.c.tenant_id, db.api_keys.c.active)).all()
+            rows = conn.execute(
+                sa.select(tables.api_keys.c.id, tables.api_keys.c.tenant_id, tables.api_keys.c.active)
+            ).all()
     finally:
         engine.dispose()
     in_db = {row.id: row for row in rows}

@@ -8,8 +8,10 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import create_app
-from apikeys import db
+from apikeys.storage import migrate
+from apikeys.storage import tables
 from apikeys.tokens import issue_token
+from apikeys.verification import extension
 from tests.servers import TEST_VERIFIER_KEY
 from tests.servers import postgres_database
 
@@ -24,7 +26,7 @@ def postgres_url():
     """A PostgreSQL database of this run's own, migrated, dropped at the end."""
     with postgres_database("apikeys_test") as url:
         engine = sa.create_engine(url)
-        db.upgrade(engine)
+        migrate.upgrade(engine)
         engine.dispose()
         yield url
 
@@ -35,13 +37,13 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
         engine = sa.create_engine(url)
-        db.upgrade(engine)
+        migrate.upgrade(engine)
         engine.dispose()
         return url
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in (db.api_keys, db.audit_log, db.settings):
+        for table in (tables.api_keys, tables.audit_log, tables.settings):
             conn.execute(table.delete())
     engine.dispose()
     return url
@@ -72,7 +74,7 @@ def config(database_url, jwt_secret):
 def app(config, tmp_path):
     app = create_app(config, instance_path=str(tmp_path / "instance"))
     yield app
-    db.get_engine(app).dispose()
+    extension.get_engine(app).dispose()
 
 
 @pytest.fixture

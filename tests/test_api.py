@@ -7,7 +7,8 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import tables
+from apikeys.verification import extension
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -16,8 +17,8 @@ POLICY = ["expiresAt", "scopes", "meta"]  # the key policy's fields, after every
 
 
 def rows(app):
-    with db.get_engine(app).connect() as conn:
-        return conn.execute(sa.select(db.api_keys)).all()
+    with extension.get_engine(app).connect() as conn:
+        return conn.execute(sa.select(tables.api_keys)).all()
 
 
 def test_create_answers_the_documented_shape(client, auth):
@@ -94,8 +95,8 @@ def test_list_defaults(client, auth):
 
 def test_list_ties_break_by_id(app, client, auth, make_key):
     ids = [make_key()["id"] for _ in range(4)]
-    with db.get_engine(app).begin() as conn:  # same created_at for all
-        conn.execute(sa.update(db.api_keys).values(created_at=db.utcnow()))
+    with extension.get_engine(app).begin() as conn:  # same created_at for all
+        conn.execute(sa.update(tables.api_keys).values(created_at=tables.utcnow()))
     first = [i["id"] for i in client.get("/dashboard/api-keys?limit=2", headers=auth()).json["data"]["items"]]
     second = [i["id"] for i in client.get("/dashboard/api-keys?page=2&limit=2", headers=auth()).json["data"]["items"]]
     assert first + second == sorted(ids, reverse=True)
@@ -347,7 +348,7 @@ def test_healthz_when_the_database_is_gone(tmp_path, jwt_secret):
     try:
         response = app.test_client().get("/healthz")
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
     assert response.status_code == 503
     assert response.json["code"] == "DATABASE_UNAVAILABLE"
 
@@ -366,7 +367,7 @@ def test_an_unauthenticated_request_for_an_impossible_id_is_a_401(client):
 
 def test_regenerate_that_loses_a_race_is_a_409_and_changes_nothing(app, client, auth, make_key, monkeypatch):
     from apikeys import keys as keys_module
-    from apikeys import operations
+    from apikeys.dashboard import operations
 
     key = make_key()
     real_hash = keys_module.hash_secret

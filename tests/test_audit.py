@@ -8,7 +8,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import tables
+from apikeys.verification import extension
 
 
 @pytest.fixture
@@ -30,8 +31,10 @@ def audit(client, headers, **query) -> dict:
 
 
 def rows(app) -> list[dict]:
-    with db.get_engine(app).connect() as conn:
-        return [dict(row) for row in conn.execute(sa.select(db.audit_log).order_by(db.audit_log.c.id)).mappings()]
+    with extension.get_engine(app).connect() as conn:
+        return [
+            dict(row) for row in conn.execute(sa.select(tables.audit_log).order_by(tables.audit_log.c.id)).mappings()
+        ]
 
 
 def test_every_change_is_recorded_newest_first_with_its_actor(client, as_actor):
@@ -63,12 +66,12 @@ def test_every_change_is_recorded_newest_first_with_its_actor(client, as_actor):
 
 def test_changes_in_the_same_millisecond_keep_their_order(app, client, as_actor, make_key):
     key = make_key()
-    with db.get_engine(app).begin() as conn:  # the same timestamp for all: only the id orders them
-        conn.execute(sa.update(db.audit_log).values(created_at=db.utcnow()))
+    with extension.get_engine(app).begin() as conn:  # the same timestamp for all: only the id orders them
+        conn.execute(sa.update(tables.audit_log).values(created_at=tables.utcnow()))
     for _ in range(5):
         client.post(f"/dashboard/api-keys/{key['id']}/toggle", headers=as_actor())
-    with db.get_engine(app).begin() as conn:
-        conn.execute(sa.update(db.audit_log).values(created_at=db.utcnow()))
+    with extension.get_engine(app).begin() as conn:
+        conn.execute(sa.update(tables.audit_log).values(created_at=tables.utcnow()))
     actions = [item["action"] for item in audit(client, as_actor())["items"]]
     assert actions == ["key.disabled", "key.enabled", "key.disabled", "key.enabled", "key.disabled", "key.created"]
 
@@ -92,34 +95,34 @@ def test_refused_requests_write_nothing(app, client, as_actor, make_key):
 
 
 def test_a_change_and_its_entry_exist_together_or_not_at_all(app, client, as_actor):
-    with db.get_engine(app).begin() as conn:  # the audit insert will fail: the key must not be written either
+    with extension.get_engine(app).begin() as conn:  # the audit insert will fail: the key must not be written either
         conn.execute(sa.text("ALTER TABLE audit_log RENAME TO audit_log_away"))
     try:
         with pytest.raises(sa.exc.SQLAlchemyError):  # the test client re-raises what would be a 500
             client.post("/dashboard/api-keys", json={"name": "k", "environment": "live"}, headers=as_actor())
-        with db.get_engine(app).connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one() == 0
+        with extension.get_engine(app).connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(tables.api_keys)).scalar_one() == 0
     finally:
-        with db.get_engine(app).begin() as conn:
+        with extension.get_engine(app).begin() as conn:
             conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
 
 
 @contextlib.contextmanager
 def audit_log_away(app):
     """Make every audit insert fail (the table is renamed) for the block's length."""
-    with db.get_engine(app).begin() as conn:
+    with extension.get_engine(app).begin() as conn:
         conn.execute(sa.text("ALTER TABLE audit_log RENAME TO audit_log_away"))
     try:
         yield
     finally:
-        with db.get_engine(app).begin() as conn:
+        with extension.get_engine(app).begin() as conn:
             conn.execute(sa.text("ALTER TABLE audit_log_away RENAME TO audit_log"))
 
 
 def everything(app) -> tuple[list[dict], list[dict]]:
     """Every key row, hashes and digests included, and every audit entry."""
-    with db.get_engine(app).connect() as conn:
-        keys = [dict(row) for row in conn.execute(sa.select(db.api_keys).order_by(db.api_keys.c.id)).mappings()]
+    with extension.get_engine(app).connect() as conn:
+        keys = [dict(row) for row in conn.execute(sa.select(tables.api_keys).order_by(tables.api_keys.c.id)).mappings()]
     return keys, rows(app)
 
 

@@ -14,12 +14,13 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import VerificationError
-from apikeys import db
 from apikeys import keys
-from apikeys import verify as verify_module
 from apikeys import verify_api_key
-from apikeys.verify import State
-from apikeys.verify import key_bucket
+from apikeys.storage import tables
+from apikeys.verification import extension
+from apikeys.verification import secrets as verify_module
+from apikeys.verification.secrets import key_bucket
+from apikeys.verification.state import State
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env
@@ -27,8 +28,8 @@ from tests.servers import token_for
 
 
 def forget_digest(app, key) -> None:
-    with db.get_engine(app).begin() as conn:
-        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key["id"]).values(secret_digest=None))
+    with extension.get_engine(app).begin() as conn:
+        conn.execute(sa.update(tables.api_keys).where(tables.api_keys.c.id == key["id"]).values(secret_digest=None))
 
 
 def wrong_secret_for(key: dict) -> str:
@@ -150,7 +151,7 @@ def test_through_gunicorn_one_attackers_connection_never_refuses_other_holders(t
         engine = sa.create_engine(database_url)
         try:
             with engine.begin() as conn:  # rows as written before digests existed
-                conn.execute(sa.update(db.api_keys).values(secret_digest=None))
+                conn.execute(sa.update(tables.api_keys).values(secret_digest=None))
         finally:
             engine.dispose()
         attacked = made[0]

@@ -133,9 +133,9 @@ def test_console_script_and_flask_cli_reach_the_same_commands(tmp_path):
 def test_db_upgrade_reaches_the_newest_migration(app, runner):
     import sqlalchemy as sa
 
-    from apikeys import db
+    from apikeys.verification import extension
 
     result = invoke(runner, "db", "upgrade")
     assert result.exit_code == 0, result.output
-    with db.get_engine(app).connect() as conn:
+    with extension.get_engine(app).connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"

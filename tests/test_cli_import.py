@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
 from apikeys import keys
+from apikeys.storage import tables
+from apikeys.verification import extension
 from tests.servers import Gunicorn
 
 
@@ -41,8 +42,8 @@ def write_file(tmp_path: Path, content, name: str = "keys.json") -> Path:
 
 def stored_rows(app) -> list[dict]:
     """Return every row of api_keys, as the database holds it."""
-    with db.get_engine(app).connect() as conn:
-        return [dict(row) for row in conn.execute(sa.select(db.api_keys).order_by(db.api_keys.c.id)).mappings()]
+    with extension.get_engine(app).connect() as conn:
+        return [dict(row) for row in conn.execute(sa.select(tables.api_keys).order_by(tables.api_keys.c.id)).mappings()]
 
 
 def import_keys(runner, path: Path):

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from apikeys.db import api_keys
+from apikeys.storage.tables import api_keys
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env

@@ -9,8 +9,11 @@ import pytest
 
 from apikeys import config
 from apikeys import create_app
-from apikeys import db
+from apikeys.storage import engine as engine_module
+from apikeys.storage import migrate
+from apikeys.storage import tables
 from apikeys.tokens import issue_token
+from apikeys.verification import extension
 
 
 def checked(**settings) -> dict:
@@ -98,9 +101,9 @@ def test_order_defaults_instance_file_environment(tmp_path, monkeypatch):
         assert app.config["APIKEYS_SQLITE_BUSY_TIMEOUT"] == 10_000  # the default
         assert app.config["APIKEYS_JWT_SECRET"].startswith("from-file-")
         assert app.extensions["apikeys"].last_used_interval.total_seconds() == 9
-        assert str(db.get_engine(app).url).endswith("env.sqlite3")
+        assert str(extension.get_engine(app).url).endswith("env.sqlite3")
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_a_test_mapping_replaces_file_and_environment(tmp_path, monkeypatch):
@@ -109,7 +112,7 @@ def test_a_test_mapping_replaces_file_and_environment(tmp_path, monkeypatch):
     try:
         assert app.config["APIKEYS_LAST_USED_INTERVAL"] == 60
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_the_instance_folder_is_instance_under_the_working_directory(tmp_path, monkeypatch):
@@ -126,12 +129,12 @@ def test_instance_folder_and_database_files_are_private_whatever_the_umask(tmp_p
     try:
         app = create_app({"APIKEYS_JWT_SECRET": "t" * 64}, instance_path=str(tmp_path / "instance"))
         try:
-            db.prepare(app)
-            with db.get_engine(app).begin() as conn:  # a write, so SQLite makes its -wal and -shm files
-                conn.execute(db.settings.insert().values(name="probe", value="x"))
+            extension.prepare(app)
+            with extension.get_engine(app).begin() as conn:  # a write, so SQLite makes its -wal and -shm files
+                conn.execute(tables.settings.insert().values(name="probe", value="x"))
                 modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in (tmp_path / "instance").iterdir()}
         finally:
-            db.get_engine(app).dispose()
+            extension.get_engine(app).dispose()
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "instance").stat().st_mode) == 0o700
@@ -144,9 +147,12 @@ def test_instance_folder_and_database_files_are_private_whatever_the_umask(tmp_p
 def test_default_database_is_a_sqlite_file_in_the_instance_folder(tmp_path):
     app = create_app({"APIKEYS_JWT_SECRET": "t" * 64}, instance_path=str(tmp_path / "instance"))
     try:
-        assert db.database_url(app) == f"sqlite:///{tmp_path / 'instance' / 'apikeys.sqlite3'}"
+        assert (
+            engine_module.database_url(app.config, app.instance_path)
+            == f"sqlite:///{tmp_path / 'instance' / 'apikeys.sqlite3'}"
+        )
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_relative_sqlite_path_lives_in_the_instance_folder(tmp_path):
@@ -155,20 +161,20 @@ def test_relative_sqlite_path_lives_in_the_instance_folder(tmp_path):
         instance_path=str(tmp_path / "instance"),
     )
     try:
-        assert db.get_engine(app).url.database == str(tmp_path / "instance" / "keys.db")
+        assert extension.get_engine(app).url.database == str(tmp_path / "instance" / "keys.db")
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_sqlite_pragmas_are_set_on_connect(tmp_path):
     app = create_app({"APIKEYS_JWT_SECRET": "t" * 64}, instance_path=str(tmp_path / "instance"))
     try:
-        with db.get_engine(app).connect() as conn:
+        with extension.get_engine(app).connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
             assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_body_limit_is_configurable(config, tmp_path, auth):
@@ -181,7 +187,7 @@ def test_body_limit_is_configurable(config, tmp_path, auth):
         )
         assert response.status_code == 413
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_extension_init_twice_on_one_app_explains_the_fix(app):
@@ -195,11 +201,11 @@ def test_extension_init_twice_on_one_app_explains_the_fix(app):
 def test_in_memory_sqlite_works(tmp_path, url):
     app = create_app({"APIKEYS_JWT_SECRET": "t" * 64, "APIKEYS_DATABASE_URL": url}, instance_path=str(tmp_path / "i"))
     try:
-        db.upgrade(db.get_engine(app))
+        migrate.upgrade(extension.get_engine(app))
         client = app.test_client()
         token = {"Authorization": "Bearer " + issue_token(app.config, "acme", 60)}
         created = client.post("/dashboard/api-keys", json={"name": "mem", "environment": "test"}, headers=token)
         assert created.status_code == 201
         assert client.get("/verify", headers={"X-Api-Key": created.json["data"]["fullKey"]}).status_code == 200
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from apikeys import create_app
-from apikeys import db
+from apikeys.verification import extension
 
 # A copy of the hosted service's published page, kept with the tests so that a clone
 # alone can run them; SHARED is where the team keeps the original, beside the clone.
@@ -201,7 +201,7 @@ def url_map(tmp_path):
     config = {"TESTING": True, "APIKEYS_DATABASE_URL": "sqlite:///unused.sqlite3", "APIKEYS_JWT_SECRET": "unused" * 8}
     app = create_app(config, instance_path=str(tmp_path))
     yield app.url_map
-    db.get_engine(app).dispose()
+    extension.get_engine(app).dispose()
 
 
 DOCUMENTED_ROUTES = list(dict.fromkeys([*summary_routes(reference_text()), *((e.method, e.path) for e in EXAMPLES)]))

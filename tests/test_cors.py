@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from apikeys import create_app
-from apikeys import db
 from apikeys.tokens import issue_token
+from apikeys.verification import extension
 
 BROWSER_ORIGIN = "https://admin.example.com"  # what a browser sends for https://Admin.Example.com
 
@@ -36,4 +36,4 @@ def test_an_origin_configured_in_mixed_case_allows_the_browsers_lower_case_origi
         assert listed.status_code == 200
         assert listed.headers["Access-Control-Allow-Origin"] == BROWSER_ORIGIN
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
 from apikeys import keys
+from apikeys.storage import tables
+from apikeys.verification import extension
 from tests.servers import ROOT
 from tests.servers import Gunicorn
 from tests.servers import empty_database
@@ -51,9 +52,13 @@ def create(client, auth, tenant: str = "acme", name: str = "k"):
 
 def stored(app, tenant: str = "acme") -> tuple[int, int]:
     """Return (keys, audit entries) the database holds for a tenant."""
-    with db.get_engine(app).connect() as conn:
-        count_keys = sa.select(sa.func.count()).select_from(db.api_keys).where(db.api_keys.c.tenant_id == tenant)
-        count_entries = sa.select(sa.func.count()).select_from(db.audit_log).where(db.audit_log.c.tenant_id == tenant)
+    with extension.get_engine(app).connect() as conn:
+        count_keys = (
+            sa.select(sa.func.count()).select_from(tables.api_keys).where(tables.api_keys.c.tenant_id == tenant)
+        )
+        count_entries = (
+            sa.select(sa.func.count()).select_from(tables.audit_log).where(tables.audit_log.c.tenant_id == tenant)
+        )
         return conn.execute(count_keys).scalar_one(), conn.execute(count_entries).scalar_one()
 
 
@@ -116,7 +121,7 @@ def test_concurrent_creates_for_the_last_place_take_it_once(config, request):
         assert create(app.test_client(), auth, name=f"k{number}").status_code == 201
     # Every count of keys takes 50 ms longer, so that the contenders' counts and inserts overlap every time: a
     # count that does not take turns with the inserts (under a lock, or after the insert) lets several in.
-    sa.event.listen(db.get_engine(app), "after_cursor_execute", slow_key_counts)
+    sa.event.listen(extension.get_engine(app), "after_cursor_execute", slow_key_counts)
     contenders = 8
     barrier = threading.Barrier(contenders)
     statuses = Counter()

@@ -5,22 +5,23 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import tables
+from apikeys.verification import extension
 
 
 def _insert_again(engine: sa.Engine, row: dict) -> sa.exc.DBAPIError:
     """Insert ``row`` a second time (same id) and return the database's error."""
     with pytest.raises(sa.exc.IntegrityError) as caught, engine.begin() as conn:
-        conn.execute(sa.insert(db.api_keys).values(**row))
+        conn.execute(sa.insert(tables.api_keys).values(**row))
     return caught.value
 
 
 def test_a_database_error_hides_the_bound_values(app, make_key):
     tenant = "tenant-bound-7f3a9c"
     created = make_key(tenant=tenant)
-    engine = db.get_engine(app)
+    engine = extension.get_engine(app)
     with engine.connect() as conn:
-        row = conn.execute(sa.select(db.api_keys).where(db.api_keys.c.id == created["id"])).mappings().one()
+        row = conn.execute(sa.select(tables.api_keys).where(tables.api_keys.c.id == created["id"])).mappings().one()
     row = dict(row)
     secret_hash = row["secret_hash"]
 

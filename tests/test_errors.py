@@ -7,14 +7,14 @@ import logging
 import pytest
 import sqlalchemy as sa
 
-from apikeys import store
+from apikeys.storage import queries
 
 
 def test_unexpected_exception_is_a_500_envelope_without_details(app, client, auth, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise sa.exc.OperationalError("SELECT secret_hash FROM api_keys", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(store, "count_keys", broken)
+    monkeypatch.setattr(queries, "count_keys", broken)
     app.config["PROPAGATE_EXCEPTIONS"] = False  # as in production: TESTING would re-raise
     with caplog.at_level(logging.ERROR):
         response = client.get("/dashboard/api-keys", headers=auth())

@@ -9,10 +9,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
-from apikeys import operations
-from apikeys.fast_path import VerifyFastPath
-from apikeys.verify import get_state
+from apikeys.dashboard import operations
+from apikeys.storage import tables
+from apikeys.verification.extension import get_state
+from apikeys.verification.http import VerifyMiddleware
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env
@@ -27,7 +27,7 @@ def keys(app):
         "live": operations.create_key(state, "acme", None, "k", "live", scopes=["read", "write"], meta={"a": "é"}),
         "test": operations.create_key(state, "café 100%", None, "k", "test"),
         "off": operations.create_key(state, "acme", None, "k", "live"),
-        "old": operations.create_key(state, "acme", None, "k", "live", expires_at=db.utcnow() - timedelta(days=1)),
+        "old": operations.create_key(state, "acme", None, "k", "live", expires_at=tables.utcnow() - timedelta(days=1)),
     }
     operations.toggle_key(state, "acme", None, made["off"]["id"])
     return {name: key["full_key"] for name, key in made.items()}
@@ -77,8 +77,8 @@ def _cases(keys):
 def test_answers_match_the_flask_views(app, keys, caplog, log_verified):
     """Status, headers, body and log line: the same from the fast path as from the views."""
     app.config["APIKEYS_LOG_VERIFIED"] = log_verified
-    assert isinstance(app.wsgi_app, VerifyFastPath)
-    fast = VerifyFastPath(app, app.wsgi_app.wsgi_app)
+    assert isinstance(app.wsgi_app, VerifyMiddleware)
+    fast = VerifyMiddleware(app, app.wsgi_app.wsgi_app)
     flask_only = app.wsgi_app.wsgi_app
     client = app.test_client()
     caplog.set_level(logging.INFO, logger="apikeys.requests")

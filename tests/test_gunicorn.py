@@ -13,8 +13,9 @@ import urllib.parse
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
 from apikeys import keys
+from apikeys.storage import migrate
+from apikeys.storage import tables
 from tests.logscan import RAW_CONTROL
 from tests.servers import Gunicorn
 from tests.servers import service_env
@@ -129,7 +130,7 @@ def test_gunicorn_app_from_the_repo_root_creates_the_database(tmp_path):
         assert "api_keys" in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
-    assert db.api_keys.name == "api_keys"
+    assert tables.api_keys.name == "api_keys"
 
 
 # --- What reaches gunicorn's logs from hostile requests ---------------------------------------------------
@@ -166,7 +167,7 @@ def hostile(request, tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp(f"hostile-{request.param}")
     url = f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
     engine = sa.create_engine(url)
-    db.upgrade(engine)
+    migrate.upgrade(engine)
     engine.dispose()
     jwt_secret = secrets.token_urlsafe(64)
     env = service_env(url, jwt_secret, tmp_path / "instance", APIKEYS_LOG_FORMAT=request.param)

@@ -16,8 +16,9 @@ import jwt
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
 from apikeys import tenants
+from apikeys.storage import tables
+from apikeys.verification import extension
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import token_for
@@ -28,8 +29,8 @@ ECHOED = "attackerChosenFieldName"
 
 
 def api_key_count(app) -> int:
-    with db.get_engine(app).connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one()
+    with extension.get_engine(app).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(tables.api_keys)).scalar_one()
 
 
 # --- 5. Input is read only after authentication ---------------------------------------------------------------
@@ -281,7 +282,7 @@ def test_max_lifetime_is_a_setting(config, tmp_path):
         headers = _signed(app.config, tenantId="acme", iat=now, exp=now + 10 * 365 * 24 * 3600)
         assert app.test_client().get("/dashboard/api-keys", headers=headers).status_code == 200
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_an_existing_database_file_others_can_read_is_reported(config, tmp_path, caplog):
@@ -292,7 +293,7 @@ def test_an_existing_database_file_others_can_read_is_reported(config, tmp_path,
     path.chmod(0o644)
     config["APIKEYS_DATABASE_URL"] = f"sqlite:///{path}"
     app = create_app(config, instance_path=str(tmp_path / "instance"))
-    db.get_engine(app).dispose()
+    extension.get_engine(app).dispose()
     assert f"{path} can be read by other users; make it mode 0600" in caplog.text
 
 

@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from apikeys import db
 from apikeys import keys
+from apikeys.storage import tables
+from apikeys.verification import extension
 from tests.servers import Gunicorn
 from tests.servers import service_env
 from tests.servers import token_for
@@ -51,15 +52,19 @@ def nested(depth: int) -> str:
 def everything(engine: sa.Engine) -> tuple[list[dict], list[dict]]:
     """Return every key row and every audit entry the database holds."""
     with engine.connect() as conn:
-        key_rows = [dict(row) for row in conn.execute(sa.select(db.api_keys).order_by(db.api_keys.c.id)).mappings()]
-        entries = [dict(row) for row in conn.execute(sa.select(db.audit_log).order_by(db.audit_log.c.id)).mappings()]
+        key_rows = [
+            dict(row) for row in conn.execute(sa.select(tables.api_keys).order_by(tables.api_keys.c.id)).mappings()
+        ]
+        entries = [
+            dict(row) for row in conn.execute(sa.select(tables.audit_log).order_by(tables.audit_log.c.id)).mappings()
+        ]
     return key_rows, entries
 
 
 @pytest.fixture
 def stored(app):
     """Return what the app's database holds: (key rows, audit entries)."""
-    return lambda: everything(db.get_engine(app))
+    return lambda: everything(extension.get_engine(app))
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import urllib.parse
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
 from apikeys.logs import escape
+from apikeys.storage import migrate
 from tests.logscan import RAW_CONTROL
 
 # The start of every line the text formatter writes.
@@ -24,7 +24,7 @@ def database_url(tmp_path):
     """SQLite only: what is logged does not depend on the database."""
     url = f"sqlite:///{tmp_path / 'apikeys.sqlite3'}"
     engine = sa.create_engine(url)
-    db.upgrade(engine)
+    migrate.upgrade(engine)
     engine.dispose()
     return url
 
@@ -118,7 +118,7 @@ def test_request_log_escapes_the_method(log_format, client, capsys, method):
 def test_successful_verifications_are_logged_only_when_asked(config, tmp_path, make_key, caplog, log_verified):
     """The proxy in front logs every request: a line per successful /verify is opt-in, refusals always have one."""
     from apikeys import create_app
-    from apikeys import db
+    from apikeys.verification import extension
 
     key = make_key()
     app = create_app({**config, "APIKEYS_LOG_VERIFIED": log_verified}, instance_path=str(tmp_path / "logged"))
@@ -129,7 +129,7 @@ def test_successful_verifications_are_logged_only_when_asked(config, tmp_path, m
             assert client.get("/verify", headers={"X-Api-Key": key["fullKey"]}).status_code == 200
             assert client.get("/verify").status_code == 401
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
     lines = [record.getMessage() for record in caplog.records if record.name == "apikeys.requests"]
     assert [line.split()[:3] for line in lines] == ([["GET", "/verify", "200"]] if log_verified else []) + [
         ["GET", "/verify", "401"]

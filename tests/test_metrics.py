@@ -13,11 +13,12 @@ import sqlalchemy as sa
 
 from apikeys import VerificationError
 from apikeys import create_app
-from apikeys import db
 from apikeys import keys
 from apikeys import metrics
-from apikeys.verify import get_state
-from apikeys.verify import verify_key
+from apikeys.storage import tables
+from apikeys.verification import extension
+from apikeys.verification.core import verify_key
+from apikeys.verification.extension import get_state
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env
@@ -61,8 +62,8 @@ def test_each_verify_answer_counts_once_under_its_result(app, client, auth, make
 
 
 def set_row(app, key_id, **values):
-    with db.get_engine(app).begin() as conn:
-        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key_id).values(**values))
+    with extension.get_engine(app).begin() as conn:
+        conn.execute(sa.update(tables.api_keys).where(tables.api_keys.c.id == key_id).values(**values))
 
 
 def test_every_result_counts_once_under_its_own_label(app, client, auth, make_key, monkeypatch):
@@ -70,7 +71,7 @@ def test_every_result_counts_once_under_its_own_label(app, client, auth, make_ke
     key = make_key()
     disabled, expired, digestless = make_key(), make_key(), make_key()
     client.post(f"/dashboard/api-keys/{disabled['id']}/toggle", headers=auth())
-    set_row(app, expired["id"], expires_at=db.utcnow() - timedelta(seconds=1))
+    set_row(app, expired["id"], expires_at=tables.utcnow() - timedelta(seconds=1))
     # Busy as tests/test_verify.py makes it: a row without a digest takes the host's one bcrypt slot,
     # and a wrong secret for it holds that slot (bcrypt slowed here) while the holder presents the right one.
     set_row(app, digestless["id"], secret_digest=None)
@@ -138,7 +139,7 @@ def test_metrics_can_be_turned_off(config, tmp_path):
     try:
         assert off.test_client().get("/metrics").status_code == 404
     finally:
-        db.get_engine(off).dispose()
+        extension.get_engine(off).dispose()
 
 
 @pytest.mark.slow

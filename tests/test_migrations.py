@@ -13,12 +13,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from apikeys import cli
-from apikeys import db
 from apikeys import keys
-from apikeys import migrate
-from apikeys import store
-from apikeys.verify import verify_api_key
+from apikeys.cli.main import main
+from apikeys.storage import migrate
+from apikeys.storage import queries
+from apikeys.storage import tables
+from apikeys.verification.extension import verify_api_key
 from tests.servers import empty_database
 
 
@@ -50,10 +50,10 @@ def test_database_starts_empty(engine):
 
 
 def test_migrated_schema_equals_declared_metadata(engine):
-    """What the migrations build is what apikeys.db declares: autogenerate finds nothing to do."""
-    db.upgrade(engine)
+    """What the migrations build is what apikeys.storage.tables declares: autogenerate finds nothing to do."""
+    migrate.upgrade(engine)
     with engine.connect() as conn:
-        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        assert compare_metadata(MigrationContext.configure(conn), tables.metadata) == []
         assert current_revision(conn) == head_revision(conn)
 
 
@@ -89,12 +89,12 @@ def test_upgrades_a_database_of_the_first_release(engine, app):
             },
         )
 
-    db.upgrade(engine)
+    migrate.upgrade(engine)
 
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
-        row = store.get_key(conn, "acme", "key_0001000100010001")
-        full_row = store.find_by_public_keys(conn, [public_key])[public_key]
+        row = queries.get_key(conn, "acme", "key_0001000100010001")
+        full_row = queries.find_by_public_keys(conn, [public_key])[public_key]
     assert row._asdict() == {
         "id": "key_0001000100010001",
         "name": "From the first release",
@@ -114,7 +114,7 @@ def test_upgrades_a_database_of_the_first_release(engine, app):
         verified = verify_api_key(f"{public_key}.{secret}", "live")
     assert (verified.id, verified.tenant_id) == ("key_0001000100010001", "acme")
     with engine.connect() as conn:
-        digest = store.find_by_public_keys(conn, [public_key])[public_key].secret_digest
+        digest = queries.find_by_public_keys(conn, [public_key])[public_key].secret_digest
     assert digest == app.extensions["apikeys"].verifier.digest(secret)  # and written for every next one
 
 
@@ -122,11 +122,11 @@ def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
     """`apikeys init-db` creates the schema on an empty database, and a second run changes nothing."""
     monkeypatch.delenv("FLASK_RUN_FROM_CLI", raising=False)  # FlaskGroup sets it; put it back afterwards
     # The console script's own group, on the test app: what `apikeys init-db` runs.
-    first = runner.invoke(cli.main, ["init-db"])
+    first = runner.invoke(main, ["init-db"])
     assert first.exit_code == 0, first.output
     assert first.output.startswith("Created the database at ")
     with engine.begin() as conn:
-        store.insert_key(
+        queries.insert_key(
             conn,
             id="key_kept0kept0kept0k",
             tenant_id="acme",
@@ -134,17 +134,17 @@ def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
             environment="test",
             public_key=keys.new_public_key("test"),
             secret_hash=keys.hash_secret(keys.new_secret("test"), 4),
-            created_at=db.utcnow(),
+            created_at=tables.utcnow(),
         )
 
-    second = runner.invoke(cli.main, ["init-db"])
+    second = runner.invoke(main, ["init-db"])
     assert second.exit_code == 0, second.output
     assert "is up to date (schema 0002)." in second.output
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
-        assert store.count_keys(conn, "acme") == 1
-        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        assert queries.count_keys(conn, "acme") == 1
+        assert compare_metadata(MigrationContext.configure(conn), tables.metadata) == []
 
 
 def test_init_db_runs_from_the_test_runner(runner, engine):
@@ -159,15 +159,14 @@ def test_init_db_runs_from_the_test_runner(runner, engine):
 UPGRADE_SCRIPT = """
 import sys
 import sqlalchemy as sa
-from apikeys import db
-from apikeys import migrate
+from apikeys.storage import migrate
 engine = sa.create_engine(sys.argv[1])
 with engine.connect():  # open the pooled connection now, so the processes race on the migration alone
     pass
 print("ready", flush=True)
 sys.stdin.readline()
 try:
-    db.upgrade(engine)
+    migrate.upgrade(engine)
 finally:
     engine.dispose()
 """
@@ -202,4 +201,4 @@ def test_concurrent_upgrades_of_an_empty_database(database_url, engine):
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
-        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        assert compare_metadata(MigrationContext.configure(conn), tables.metadata) == []

@@ -24,12 +24,12 @@ from click.testing import CliRunner
 
 from apikeys import config
 from apikeys import create_app
-from apikeys import db
 from apikeys import keys
 from apikeys import verify_api_key
-from apikeys.cli import main
-from apikeys.serve import bind_address
-from apikeys.serve import is_loopback
+from apikeys.cli.main import main
+from apikeys.server.serve import bind_address
+from apikeys.server.serve import is_loopback
+from apikeys.verification import extension
 from tests.servers import ROOT
 from tests.servers import free_port
 from tests.servers import postgres_database
@@ -151,7 +151,7 @@ def test_docs_render_in_a_browser_with_no_network(tmp_path):
             page.wait_for_timeout(500)  # late requests (images, validators) would show here
         finally:
             browser.close()
-            db.get_engine(app).dispose()
+            extension.get_engine(app).dispose()
     assert elsewhere == []
     assert errors == []
 
@@ -184,7 +184,7 @@ def _verifies(env: dict[str, str], full_key: str) -> bool:
     try:
         return app.test_client().get("/verify", headers={"X-Api-Key": full_key}).status_code == 200
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 @pytest.mark.slow  # a process per command, migrations included
@@ -329,9 +329,9 @@ def test_boolean_settings_accept_the_usual_spellings(value, expected):
 @pytest.mark.slow
 @pytest.mark.parametrize(("name", "value"), [("APIKEYS_BCRYPT_ROUNDS", "abc"), ("APIKEYS_LOG_FORMAT", "xml")])
 def test_gunicorn_itself_stops_on_a_bad_setting_in_one_line(tmp_path, name, value):
-    """`gunicorn -c python:apikeys.gunicorn_conf` (no `apikeys serve` in front): its on_starting hook refuses."""
+    """`gunicorn -c python:apikeys.server.gunicorn_conf` (no `apikeys serve` in front): its on_starting hook refuses."""
     env = clean_env(tmp_path / "instance", **{name: value}, PORT=str(free_port()))
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "apikeys:create_app()"]
+    command = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.server.gunicorn_conf", "apikeys:create_app()"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert result.returncode != 0
     assert_no_traceback(result)
@@ -380,7 +380,7 @@ def test_serve_takes_host_port_and_workers_from_the_environment_unless_options_s
     expected = expected or ("127.0.0.2", "9999", "2")
     assert argv[-5:] == [
         "-c",
-        "python:apikeys.gunicorn_conf",
+        "python:apikeys.server.gunicorn_conf",
         "--bind",
         f"{expected[0]}:{expected[1]}",
         "apikeys:create_app()",
@@ -639,7 +639,7 @@ def cors_client(config, tmp_path):
     config["APIKEYS_CORS_ORIGINS"] = f"{ADMIN}, https://other.example.com:8443"  # as the environment gives it
     app = create_app(config, instance_path=str(tmp_path / "cors"))
     yield app.test_client()
-    db.get_engine(app).dispose()
+    extension.get_engine(app).dispose()
 
 
 def test_cors_preflight_and_request_for_a_configured_origin(cors_client, token):

@@ -39,9 +39,9 @@ from flask import Flask
 from flask import g
 
 from apikeys import ApiKeys
-from apikeys import db
 from apikeys import require_api_key
 from apikeys.tokens import issue_token
+from apikeys.verification.extension import get_engine
 
 
 def create_service(settings):
@@ -62,7 +62,7 @@ def create_service(settings):
 def service(apikeys_server):
     app = create_service(apikeys_server.settings)
     yield app
-    db.get_engine(app).dispose()
+    get_engine(app).dispose()
 
 
 def verify(server, full_key):

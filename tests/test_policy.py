@@ -10,10 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import VerificationError
-from apikeys import db
 from apikeys import keys
 from apikeys import scopes
 from apikeys import verify_api_key
+from apikeys.storage import tables
+from apikeys.verification import extension
 
 
 def iso(moment: datetime) -> str:
@@ -25,13 +26,13 @@ def future(**delta) -> str:
 
 
 def set_row(app, key_id, **values):
-    with db.get_engine(app).begin() as conn:
-        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key_id).values(**values))
+    with extension.get_engine(app).begin() as conn:
+        conn.execute(sa.update(tables.api_keys).where(tables.api_keys.c.id == key_id).values(**values))
 
 
 def count_rows(app) -> int:
-    with db.get_engine(app).connect() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(db.api_keys)).scalar_one()
+    with extension.get_engine(app).connect() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(tables.api_keys)).scalar_one()
 
 
 @pytest.fixture
@@ -356,6 +357,6 @@ def test_grace_rotation_of_a_row_without_a_digest_checks_the_old_secret_with_bcr
     new = regenerate(client, auth, key["id"], {"gracePeriodSeconds": 600}).json["data"]
     assert verify_status(client, key["fullKey"])[0] == 200
     assert verify_status(client, new["fullKey"])[0] == 200
-    with db.get_engine(app).connect() as conn:
-        row = conn.execute(sa.select(db.api_keys).where(db.api_keys.c.id == key["id"])).one()
+    with extension.get_engine(app).connect() as conn:
+        row = conn.execute(sa.select(tables.api_keys).where(tables.api_keys.c.id == key["id"])).one()
     assert row.previous_secret_digest == app.extensions["apikeys"].verifier.digest(key["secretKey"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
-from apikeys.cli import main as apikeys_cli
+from apikeys.cli.main import main as apikeys_cli
 from apikeys.config import DEFAULTS
 from apikeys.config import SETTINGS
 from apikeys.config import Integer
@@ -42,11 +42,11 @@ EXTRAS = {
 # What the README's configuration table lists besides SETTINGS, each with the file that reads it.
 TABLE_EXTRAS = {
     "APIKEYS_INSTANCE_PATH": "apikeys/config.py",
-    "HOST": "apikeys/serve.py",
-    "PORT": "apikeys/serve.py",
-    "WEB_CONCURRENCY": "apikeys/serve.py",
-    "GUNICORN_CONTROL_SOCKET": "apikeys/gunicorn_conf.py",
-    "PROMETHEUS_MULTIPROC_DIR": "apikeys/gunicorn_conf.py",
+    "HOST": "apikeys/server/serve.py",
+    "PORT": "apikeys/server/serve.py",
+    "WEB_CONCURRENCY": "apikeys/server/serve.py",
+    "GUNICORN_CONTROL_SOCKET": "apikeys/server/gunicorn_conf.py",
+    "PROMETHEUS_MULTIPROC_DIR": "apikeys/server/gunicorn_conf.py",
 }
 
 

@@ -9,10 +9,10 @@ import urllib.parse
 
 import pytest
 
-from apikeys import operations
 from apikeys import scopes
-from apikeys.fast_path import VerifyFastPath
-from apikeys.verify import get_state
+from apikeys.dashboard import operations
+from apikeys.verification.extension import get_state
+from apikeys.verification.http import VerifyMiddleware
 from tests.servers import Gunicorn
 from tests.servers import service_env
 
@@ -27,7 +27,7 @@ def orders_key(app) -> str:
 @pytest.fixture(params=["fast path", "flask views"])
 def client(request, app):
     """A test client of the service as served (the fast path answers /verify), or of the Flask views alone."""
-    assert isinstance(app.wsgi_app, VerifyFastPath)
+    assert isinstance(app.wsgi_app, VerifyMiddleware)
     if request.param == "flask views":
         app.wsgi_app = app.wsgi_app.wsgi_app
     return app.test_client()
@@ -109,7 +109,7 @@ def test_repeated_header_lines_through_gunicorn_require_every_scope(tmp_path, da
     env = service_env(database_url, jwt_secret, tmp_path / "instance")
     with Gunicorn(tmp_path, env, workers=1) as server:
         from apikeys import create_app
-        from apikeys import db
+        from apikeys.verification import extension
 
         app = create_app(
             {
@@ -122,7 +122,7 @@ def test_repeated_header_lines_through_gunicorn_require_every_scope(tmp_path, da
         try:
             full_key = operations.create_key(get_state(app), "acme", None, "k", "live", scopes=["orders:*"])["full_key"]
         finally:
-            db.get_engine(app).dispose()
+            extension.get_engine(app).dispose()
         url = urllib.parse.urlsplit(server.url)
 
         def status_of(path, header_lines):

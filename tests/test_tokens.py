@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from apikeys import create_app
-from apikeys import db
 from apikeys import tokens
+from apikeys.verification import extension
 
 
 def b64(data: bytes) -> str:
@@ -104,7 +104,7 @@ def test_the_max_lifetime_forgives_the_leeway_and_no_more(config, tmp_path, jwt_
             assert status == 401
             assert body["message"] == "The bearer token lives too long: it may expire at most 3600 s from now."
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_token_signed_with_another_secret(client):
@@ -157,7 +157,7 @@ def test_tenant_claim_name_is_configurable(config, tmp_path, jwt_secret):
         assert status_for(client, good)[0] == 200
         assert status_for(client, default_claim)[0] == 401
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_audience_and_issuer_when_configured(config, tmp_path, jwt_secret):
@@ -174,7 +174,7 @@ def test_audience_and_issuer_when_configured(config, tmp_path, jwt_secret):
         ):
             assert status_for(client, jwt.encode(payload, jwt_secret, algorithm="HS256"))[0] == 401
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 @pytest.fixture
@@ -182,7 +182,7 @@ def rs256_app(config, tmp_path, rsa_keys):
     config.update({"APIKEYS_JWT_ALGORITHMS": ["RS256"], "APIKEYS_JWT_PUBLIC_KEY": rsa_keys[1]})
     app = create_app(config, instance_path=str(tmp_path / "i"))
     yield app
-    db.get_engine(app).dispose()
+    extension.get_engine(app).dispose()
 
 
 def test_rs256_token_with_the_configured_public_key(rs256_app, rsa_keys):
@@ -220,7 +220,7 @@ def test_es256(config, tmp_path):
         other = ec.generate_private_key(ec.SECP256R1())
         assert status_for(client, jwt.encode(claims(), other, algorithm="ES256"))[0] == 401
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 def test_a_secret_is_generated_once_with_mode_0600(tmp_path, caplog, database_url):
@@ -239,8 +239,8 @@ def test_a_secret_is_generated_once_with_mode_0600(tmp_path, caplog, database_ur
         assert secret not in caplog.text
         assert [p.name for p in instance.iterdir() if p.name.startswith(".jwt-secret")] == []
     finally:
-        db.get_engine(first).dispose()
-        db.get_engine(second).dispose()
+        extension.get_engine(first).dispose()
+        extension.get_engine(second).dispose()
 
 
 def test_no_default_secret_is_built_in(tmp_path, database_url):
@@ -249,7 +249,7 @@ def test_no_default_secret_is_built_in(tmp_path, database_url):
         assert apps[0].config["APIKEYS_JWT_SECRET"] != apps[1].config["APIKEYS_JWT_SECRET"]
     finally:
         for app in apps:
-            db.get_engine(app).dispose()
+            extension.get_engine(app).dispose()
 
 
 def test_issue_token_needs_an_hmac_algorithm(rs256_app):
@@ -266,7 +266,7 @@ def test_a_token_for_an_allowed_algorithm_with_the_wrong_key_type_is_a_401(confi
         assert status == 401
         assert body["code"] == "INVALID_TOKEN"
     finally:
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()
 
 
 @pytest.mark.parametrize(

@@ -14,11 +14,13 @@ from flask import g
 
 from apikeys import ApiKeys
 from apikeys import create_app
-from apikeys import db
 from apikeys import keys
 from apikeys import require_api_key
-from apikeys import verify as verify_module
 from apikeys import verify_api_key
+from apikeys.storage import fingerprints
+from apikeys.storage import tables
+from apikeys.verification import extension
+from apikeys.verification import state as verify_module
 from tests.servers import Gunicorn
 from tests.servers import call
 from tests.servers import service_env
@@ -55,8 +57,10 @@ def consumer(database_url, tmp_path, verifier_key=None) -> Flask:
 
 
 def digest_of(app, key_id) -> str | None:
-    with db.get_engine(app).connect() as conn:
-        return conn.execute(sa.select(db.api_keys.c.secret_digest).where(db.api_keys.c.id == key_id)).scalar_one()
+    with extension.get_engine(app).connect() as conn:
+        return conn.execute(
+            sa.select(tables.api_keys.c.secret_digest).where(tables.api_keys.c.id == key_id)
+        ).scalar_one()
 
 
 def create(app, tenant="acme") -> dict:
@@ -97,7 +101,7 @@ def test_a_verify_only_app_reads_the_key_from_its_instance_folder(app, make_key,
         response = other.test_client().get("/orders", headers={"X-Api-Key": key["fullKey"]})
         assert (response.status_code, response.json) == (200, {"key": key["id"]})
     finally:
-        db.get_engine(other).dispose()
+        extension.get_engine(other).dispose()
 
 
 def test_a_verify_only_app_never_records_its_fingerprint(database_url, tmp_path, config):
@@ -110,18 +114,21 @@ def test_a_verify_only_app_never_records_its_fingerprint(database_url, tmp_path,
         response = other.test_client().get("/orders", headers={"X-Api-Key": made_up})
         assert response.status_code == 401
         assert response.json["code"] == "INVALID_API_KEY"
-        assert db.recorded_fingerprint(db.get_engine(other)) is None
-        db.prepare(the_service)  # the service starts, and records its own key
-        assert db.recorded_fingerprint(db.get_engine(other)) == the_service.extensions["apikeys"].verifier.fingerprint
+        assert fingerprints.recorded_fingerprint(extension.get_engine(other)) is None
+        extension.prepare(the_service)  # the service starts, and records its own key
+        assert (
+            fingerprints.recorded_fingerprint(extension.get_engine(other))
+            == the_service.extensions["apikeys"].verifier.fingerprint
+        )
     finally:
-        db.get_engine(other).dispose()
-        db.get_engine(the_service).dispose()
+        extension.get_engine(other).dispose()
+        extension.get_engine(the_service).dispose()
 
 
 def test_a_verify_only_app_with_another_key_answers_in_the_envelope_and_writes_nothing(
     app, make_key, database_url, tmp_path
 ):
-    db.prepare(app)
+    extension.prepare(app)
     key = make_key()
     recorded_digest = digest_of(app, key["id"])
     other = consumer(database_url, tmp_path, verifier_key="consumers-own-" + "c" * 40)
@@ -134,7 +141,7 @@ def test_a_verify_only_app_with_another_key_answers_in_the_envelope_and_writes_n
         assert refused.json["code"] == "INVALID_API_KEY"
         assert digest_of(app, key["id"]) == recorded_digest  # never rewritten under a key the database does not use
     finally:
-        db.get_engine(other).dispose()
+        extension.get_engine(other).dispose()
 
 
 # Changing the verifier key, host by host
@@ -148,11 +155,11 @@ def test_a_change_of_key_in_the_documented_order_never_fails_a_host(config, tmp_
     real = keys.check_secret
     monkeypatch.setattr(keys, "check_secret", lambda *args: bcrypt_calls.append(1) or real(*args))
     try:
-        db.prepare(old)
+        extension.prepare(old)
         first = create(old)
         # 1. A host gets the new key, with the old one as previous: it starts (the recorded key is one it has)
         #    and keeps writing digests under the recorded one, which every host still reads.
-        db.prepare(new)
+        extension.prepare(new)
         second = create(new)
         assert digest_of(new, second["id"]).startswith(old_verifier.tag)
         assert verified_id(new, first["fullKey"]) == first["id"]
@@ -172,11 +179,11 @@ def test_a_change_of_key_in_the_documented_order_never_fails_a_host(config, tmp_
         assert health.status_code == 503
         assert health.json["code"] == "VERIFIER_KEY_MISMATCH"
         assert new.test_client().get("/healthz").status_code == 200
-        with pytest.raises(db.VerifierKeyMismatch):
-            db.prepare(old)  # and it cannot start again with that key
+        with pytest.raises(fingerprints.VerifierKeyMismatch):
+            extension.prepare(old)  # and it cannot start again with that key
     finally:
-        db.get_engine(old).dispose()
-        db.get_engine(new).dispose()
+        extension.get_engine(old).dispose()
+        extension.get_engine(new).dispose()
 
 
 @pytest.mark.slow
@@ -196,7 +203,7 @@ def test_a_worker_that_boots_after_an_adoption_elsewhere_stops_its_host(tmp_path
             assert adopter.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"]).exit_code == 0
             assert verified_id(adopter, full_key) == created["data"]["id"]  # its digest is now under the new key
         finally:
-            db.get_engine(adopter).dispose()
+            extension.get_engine(adopter).dispose()
         # The running workers still answer every verification correctly, none with a 500.
         statuses = [call(server.url, "GET", "/verify", api_key=full_key)[0] for _ in range(12)]
         assert set(statuses) <= {200, 503}, statuses  # 503: a bcrypt turn was busy, with Retry-After

@@ -16,11 +16,13 @@ from apikeys import ApiKeys
 from apikeys import VerificationError
 from apikeys import VerifiedKey
 from apikeys import create_app
-from apikeys import db
 from apikeys import keys
 from apikeys import require_api_key
 from apikeys import tokens
 from apikeys import verify_api_key
+from apikeys.storage import fingerprints
+from apikeys.storage import tables
+from apikeys.verification import extension
 from tests.conftest import VERIFIER_KEY
 
 
@@ -55,13 +57,13 @@ def code_of(app, full_key, environment=None) -> str:
 
 
 def set_row(app, key_id, **values):
-    with db.get_engine(app).begin() as conn:
-        conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key_id).values(**values))
+    with extension.get_engine(app).begin() as conn:
+        conn.execute(sa.update(tables.api_keys).where(tables.api_keys.c.id == key_id).values(**values))
 
 
 def get_row(app, key_id):
-    with db.get_engine(app).connect() as conn:
-        return conn.execute(sa.select(db.api_keys).where(db.api_keys.c.id == key_id)).one()
+    with extension.get_engine(app).connect() as conn:
+        return conn.execute(sa.select(tables.api_keys).where(tables.api_keys.c.id == key_id)).one()
 
 
 # The helper
@@ -153,7 +155,7 @@ def test_a_new_app_on_the_database_verifies_at_once_without_bcrypt(config, tmp_p
     try:
         assert verify(cold, key["fullKey"]).id == key["id"]
     finally:
-        db.get_engine(cold).dispose()
+        extension.get_engine(cold).dispose()
     assert bcrypt_calls == []
 
 
@@ -188,37 +190,37 @@ def test_change_made_by_another_instance_is_seen_at_once(app, config, tmp_path, 
         assert code_of(app, key["fullKey"]) == "INVALID_API_KEY"
         assert verify(app, regenerated["data"]["fullKey"]).id == key["id"]
     finally:
-        db.get_engine(other).dispose()
+        extension.get_engine(other).dispose()
 
 
 # The verifier key
 
 
 def test_a_host_with_another_verifier_key_refuses_to_start(app, config, tmp_path):
-    db.prepare(app)
+    extension.prepare(app)
     other = create_app({**config, "APIKEYS_VERIFIER_KEY": "another-" + "k" * 40}, instance_path=str(tmp_path / "o"))
     try:
-        with pytest.raises(db.VerifierKeyMismatch, match="APIKEYS_VERIFIER_KEY"):
-            db.prepare(other)
+        with pytest.raises(fingerprints.VerifierKeyMismatch, match="APIKEYS_VERIFIER_KEY"):
+            extension.prepare(other)
     finally:
-        db.get_engine(other).dispose()
+        extension.get_engine(other).dispose()
 
 
 def test_the_fingerprint_does_not_reveal_the_key(app):
-    db.prepare(app)
-    recorded = db.recorded_fingerprint(db.get_engine(app))
+    extension.prepare(app)
+    recorded = fingerprints.recorded_fingerprint(extension.get_engine(app))
     assert recorded == app.extensions["apikeys"].verifier.fingerprint
     assert app.config["APIKEYS_VERIFIER_KEY"] not in recorded
 
 
 def test_adopting_a_new_verifier_key_sends_every_key_through_bcrypt_once(app, config, tmp_path, make_key, bcrypt_calls):
     key = make_key()
-    db.prepare(app)
+    extension.prepare(app)
     rotated = create_app({**config, "APIKEYS_VERIFIER_KEY": "rotated-" + "r" * 40}, instance_path=str(tmp_path / "r"))
     try:
         result = rotated.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"])
         assert result.exit_code == 0, result.output
-        db.prepare(rotated)  # the new key is the database's now
+        extension.prepare(rotated)  # the new key is the database's now
         for _ in range(3):
             assert verify(rotated, key["fullKey"]).id == key["id"]
         assert len(bcrypt_calls) == 1
@@ -226,7 +228,7 @@ def test_adopting_a_new_verifier_key_sends_every_key_through_bcrypt_once(app, co
             key["secretKey"]
         )
     finally:
-        db.get_engine(rotated).dispose()
+        extension.get_engine(rotated).dispose()
 
 
 # Rows without a usable digest (written before digests, or under another verifier key): bcrypt, once
@@ -290,7 +292,7 @@ def test_a_digest_under_a_previous_verifier_key_is_checked_with_it_then_rewritte
     app, config, tmp_path, make_key, bcrypt_calls
 ):
     key = make_key()
-    db.prepare(app)
+    extension.prepare(app)
     rotated_config = {
         **config,
         "APIKEYS_VERIFIER_KEY": "rotated-" + "r" * 40,
@@ -299,7 +301,7 @@ def test_a_digest_under_a_previous_verifier_key_is_checked_with_it_then_rewritte
     rotated = create_app(rotated_config, instance_path=str(tmp_path / "rotated"))
     try:
         assert rotated.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"]).exit_code == 0
-        db.prepare(rotated)
+        extension.prepare(rotated)
         for _ in range(20):  # wrong secrets: compared under the previous key, no bcrypt, no count
             assert code_of(rotated, wrong_secret_for(key)) == "INVALID_API_KEY"
         assert verify(rotated, key["fullKey"]).id == key["id"]
@@ -307,7 +309,7 @@ def test_a_digest_under_a_previous_verifier_key_is_checked_with_it_then_rewritte
         assert get_row(rotated, key["id"]).secret_digest == new_digest
         assert verify(rotated, key["fullKey"]).id == key["id"]
     finally:
-        db.get_engine(rotated).dispose()
+        extension.get_engine(rotated).dispose()
     assert bcrypt_calls == []
 
 
@@ -316,7 +318,7 @@ def test_a_grace_secrets_digest_under_a_previous_verifier_key_is_rewritten_in_it
 ):
     """After a grace rotation, then a verifier-key adoption, the old secret's digest moves to the new key in place."""
     key = make_key()
-    db.prepare(app)
+    extension.prepare(app)
     rotation = client.post(
         f"/dashboard/api-keys/{key['id']}/regenerate", json={"gracePeriodSeconds": 3600}, headers=auth()
     )
@@ -330,7 +332,7 @@ def test_a_grace_secrets_digest_under_a_previous_verifier_key_is_rewritten_in_it
     rotated = create_app(rotated_config, instance_path=str(tmp_path / "rotated"))
     try:
         assert rotated.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"]).exit_code == 0
-        db.prepare(rotated)
+        extension.prepare(rotated)
         before = get_row(rotated, key["id"])
         verifier = rotated.extensions["apikeys"].verifier
         assert before.previous_secret_digest != verifier.digest(key["secretKey"])  # still under the old key
@@ -343,13 +345,13 @@ def test_a_grace_secrets_digest_under_a_previous_verifier_key_is_rewritten_in_it
         assert verify(rotated, new["fullKey"]).id == key["id"]
         # Until the grace period ends, to the microsecond; the new secret goes on.
         ends = after.previous_expires_at
-        monkeypatch.setattr(db, "utcnow", lambda: ends - timedelta(microseconds=1))
+        monkeypatch.setattr(tables, "utcnow", lambda: ends - timedelta(microseconds=1))
         assert verify(rotated, key["fullKey"]).id == key["id"]
-        monkeypatch.setattr(db, "utcnow", lambda: ends)
+        monkeypatch.setattr(tables, "utcnow", lambda: ends)
         assert code_of(rotated, key["fullKey"]) == "INVALID_API_KEY"
         assert verify(rotated, new["fullKey"]).id == key["id"]
     finally:
-        db.get_engine(rotated).dispose()
+        extension.get_engine(rotated).dispose()
     assert bcrypt_calls == []  # both secrets were checked by their digests: no bcrypt at all
 
 
@@ -469,11 +471,11 @@ def test_verify_endpoint_environment_parameter(client, make_key):
 def test_a_key_is_expired_from_the_exact_instant_of_its_expiry(app, client, make_key, monkeypatch):
     """With the clock the verifier reads held still: valid one microsecond before expiresAt, expired at it."""
     key = make_key()
-    set_row(app, key["id"], expires_at=db.utcnow().replace(microsecond=654321) + timedelta(days=1))
+    set_row(app, key["id"], expires_at=tables.utcnow().replace(microsecond=654321) + timedelta(days=1))
     expires_at = get_row(app, key["id"]).expires_at  # as the database gives it back
-    monkeypatch.setattr(db, "utcnow", lambda: expires_at - timedelta(microseconds=1))
+    monkeypatch.setattr(tables, "utcnow", lambda: expires_at - timedelta(microseconds=1))
     assert client.get("/verify", headers={"X-Api-Key": key["fullKey"]}).status_code == 200
-    monkeypatch.setattr(db, "utcnow", lambda: expires_at)
+    monkeypatch.setattr(tables, "utcnow", lambda: expires_at)
     response = client.get("/verify", headers={"X-Api-Key": key["fullKey"]})
     assert (response.status_code, response.json.get("code")) == (403, "API_KEY_EXPIRED")
     assert code_of(app, key["fullKey"]) == "API_KEY_EXPIRED"
@@ -506,7 +508,7 @@ def protected(database_url, config):
         return {"env": g.api_key.environment}
 
     yield service
-    db.get_engine(service).dispose()
+    extension.get_engine(service).dispose()
 
 
 def test_decorator_lets_a_valid_key_through(protected, make_key):
@@ -539,15 +541,15 @@ def test_extension_with_init_app(database_url, config, make_key):
     service = Flask("factory")
     service.config["APIKEYS_DATABASE_URL"] = database_url
     service.config["APIKEYS_VERIFIER_KEY"] = config["APIKEYS_VERIFIER_KEY"]
-    extension = ApiKeys()
-    extension.init_app(service)
+    apikeys_extension = ApiKeys()
+    apikeys_extension.init_app(service)
     try:
         key = make_key()
         with service.app_context():
             assert verify_api_key(key["fullKey"]).id == key["id"]
-        assert service.extensions["apikeys"].engine is db.get_engine(service)  # the state lives on the app
+        assert service.extensions["apikeys"].engine is extension.get_engine(service)  # the state lives on the app
     finally:
-        db.get_engine(service).dispose()
+        extension.get_engine(service).dispose()
 
 
 @pytest.mark.parametrize("path", ["/verify/", "/verify//x", "/verify/a//b/", "/verify/%2F"])
@@ -578,15 +580,15 @@ def test_verify_answer_matches_its_documented_schema(client, make_key):
 
 def test_last_used_at_is_stored_in_utc_whatever_the_session_time_zone(postgres_url):
     """On PostgreSQL, a timestamp bound without its column's type would be shifted to the session's zone."""
-    from apikeys import store
+    from apikeys.storage import queries
 
     url = sa.make_url(postgres_url).update_query_dict({"options": "-c timezone=Asia/Tokyo"})
     engine = sa.create_engine(url)
     try:
-        now = db.utcnow().replace(microsecond=0)
+        now = tables.utcnow().replace(microsecond=0)
         with engine.begin() as conn:
             conn.execute(
-                db.api_keys.insert().values(
+                tables.api_keys.insert().values(
                     id="key_timezone000000"[:20],
                     tenant_id="tz",
                     name="tz",
@@ -597,11 +599,11 @@ def test_last_used_at_is_stored_in_utc_whatever_the_session_time_zone(postgres_u
                     created_at=now,
                 )
             )
-            store.record_use(conn, "key_timezone000000"[:20], now, timedelta(seconds=60))
+            queries.record_use(conn, "key_timezone000000"[:20], now, timedelta(seconds=60))
             stored = conn.execute(
-                sa.select(db.api_keys.c.last_used_at).where(db.api_keys.c.tenant_id == "tz")
+                sa.select(tables.api_keys.c.last_used_at).where(tables.api_keys.c.tenant_id == "tz")
             ).scalar_one()
-            conn.execute(db.api_keys.delete().where(db.api_keys.c.tenant_id == "tz"))
+            conn.execute(tables.api_keys.delete().where(tables.api_keys.c.tenant_id == "tz"))
         assert stored == now
     finally:
         engine.dispose()
@@ -635,4 +637,4 @@ def test_verification_survives_postgresql_dropping_its_connections(postgres_url,
         assert client.get("/dashboard/api-keys", headers=headers).status_code == 200
     finally:
         admin.dispose()
-        db.get_engine(app).dispose()
+        extension.get_engine(app).dispose()

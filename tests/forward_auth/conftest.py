@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import migrate
 from tests.forward_auth.support import Service
 from tests.forward_auth.support import find_program
 from tests.forward_auth.support import required
@@ -29,7 +29,7 @@ def service(workdir):
     """apikeys under gunicorn (2 workers) on a SQLite file of its own, shared by the package's tests."""
     url = f"sqlite:///{workdir / 'apikeys.sqlite3'}"
     engine = sa.create_engine(url)
-    db.upgrade(engine)
+    migrate.upgrade(engine)
     engine.dispose()
     jwt_secret = secrets.token_urlsafe(64)
     env = service_env(url, jwt_secret, workdir / "instance")

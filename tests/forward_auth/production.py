@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from apikeys import db
+from apikeys.storage import migrate
 from tests.forward_auth.support import EXAMPLES
 from tests.forward_auth.support import Key
 from tests.forward_auth.support import Nginx
@@ -33,7 +33,7 @@ def make_service(directory: Path, workers: int) -> tuple[Gunicorn, str]:
     directory.mkdir(parents=True)
     url = f"sqlite:///{directory / 'apikeys.sqlite3'}"
     engine = sa.create_engine(url)
-    db.upgrade(engine)
+    migrate.upgrade(engine)
     engine.dispose()
     jwt_secret = secrets.token_urlsafe(64)
     env = service_env(url, jwt_secret, directory / "instance")

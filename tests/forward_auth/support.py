@@ -22,8 +22,8 @@ import pytest
 import sqlalchemy as sa
 
 from apikeys import config as config_module
-from apikeys import db
 from apikeys import keys
+from apikeys.storage import tables
 from apikeys.tokens import issue_token
 from tests.servers import ROOT
 from tests.servers import wait_for
@@ -159,7 +159,9 @@ class Service:
         engine = sa.create_engine(self.database_url)
         try:
             with engine.begin() as conn:
-                conn.execute(sa.update(db.api_keys).where(db.api_keys.c.id == key.id).values(secret_digest=None))
+                conn.execute(
+                    sa.update(tables.api_keys).where(tables.api_keys.c.id == key.id).values(secret_digest=None)
+                )
         finally:
             engine.dispose()
 

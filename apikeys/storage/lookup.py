@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import sqlalchemy as sa
 
-from apikeys.db import api_keys
+from apikeys.storage.tables import api_keys
 
 # Every column verification reads (not created_at).
 COLUMNS = [column for column in api_keys.c if column.name != "created_at"]

@@ -33,7 +33,7 @@ errorlog = "-"
 access_log_format = '%(h)s - - %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s "%(a)s" %(L)ss'
 # Every atom that came from a request is escaped (a %0A in the path cannot start a forged line), and a request
 # gunicorn refuses is logged by its error class, never by the header line or query string it quotes.
-logger_class = "apikeys.gunicorn_logging.Logger"
+logger_class = "apikeys.server.gunicorn_logging.Logger"
 # gunicorn 25+ opens a control socket at one path per user ($XDG_RUNTIME_DIR or $HOME/.gunicorn/gunicorn.ctl):
 # a second instance takes it over and removes it when it stops. None unless the operator names one.
 control_socket = os.environ.get("GUNICORN_CONTROL_SOCKET") or None
@@ -45,10 +45,10 @@ def on_starting(server):
     import tempfile
 
     from apikeys import create_app
-    from apikeys import db
-    from apikeys import operations
     from apikeys.config import ConfigError
+    from apikeys.dashboard import importing
     from apikeys.errors import ApiKeysError
+    from apikeys.verification import extension
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their metrics in files here (prometheus-client's multiprocess mode).
@@ -56,16 +56,16 @@ def on_starting(server):
         server.apikeys_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     try:
         app = create_app()
-        db.prepare(app)
+        extension.prepare(app)
         seed = os.environ.get("APIKEYS_SEED")
         if seed:
             with open(seed, encoding="utf-8") as file:
-                entries = operations.read_import_file(file.read(), seed)
-            created, unchanged = operations.import_keys(app.extensions["apikeys"], entries)
+                entries = importing.read_import_file(file.read(), seed)
+            created, unchanged = importing.import_keys(app.extensions["apikeys"], entries)
             server.log.info("Seeded %d keys from %s (%d already there).", created, seed, unchanged)
     except (ConfigError, ApiKeysError, RuntimeError, OSError) as error:
         sys.exit(f"apikeys cannot start: {error}")  # one line, not a traceback
-    db.get_engine(app).dispose()  # workers open their own connections after the fork
+    extension.get_engine(app).dispose()  # workers open their own connections after the fork
     server.apikeys_app = app
 
 
@@ -73,14 +73,14 @@ def post_worker_init(worker):
     """Refuse to serve if, since the master started, the database adopted a verifier key this host does not have."""
     import sqlalchemy as sa
 
-    from apikeys import db
+    from apikeys.storage import fingerprints
 
     state = getattr(worker.wsgi, "extensions", {}).get("apikeys")
     if state is None:
         return
     try:
-        db.check_recorded_verifier_key(state.engine, state.fingerprints)
-    except db.VerifierKeyMismatch as error:
+        fingerprints.check_recorded_verifier_key(state.engine, state.fingerprints)
+    except fingerprints.VerifierKeyMismatch as error:
         worker.log.error("apikeys cannot start: %s", error)
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops rather than serve with a stale key
     except sa.exc.SQLAlchemyError:
@@ -106,11 +106,11 @@ def on_exit(server):
 
 def when_ready(server):
     """Tell the person who started us where the API is, where the data lives and how to call it."""
-    from apikeys import db
+    from apikeys.storage import engine as engine_module
 
     app = server.apikeys_app
     base = "http://" + server.cfg.bind[0]
-    database = sa_url(db.database_url(app))
+    database = sa_url(engine_module.database_url(app.config, app.instance_path))
     lines = [
         "",
         f"apikeys is serving on {base}",

@@ -7,19 +7,20 @@ import json
 import click
 from flask.cli import with_appcontext
 
-from apikeys import errors
+from apikeys import envelope
 from apikeys import keys
-from apikeys import operations
-from apikeys import store
-from apikeys.cli_base import ACTOR
-from apikeys.cli_base import Command
-from apikeys.cli_base import Group
-from apikeys.cli_base import echo_json
-from apikeys.cli_base import environment_option
-from apikeys.cli_base import key_id_argument
-from apikeys.cli_base import plural
-from apikeys.cli_base import ready_state
-from apikeys.cli_base import tenant_option
+from apikeys.cli.base import ACTOR
+from apikeys.cli.base import Command
+from apikeys.cli.base import Group
+from apikeys.cli.base import echo_json
+from apikeys.cli.base import environment_option
+from apikeys.cli.base import key_id_argument
+from apikeys.cli.base import plural
+from apikeys.cli.base import ready_state
+from apikeys.cli.base import tenant_option
+from apikeys.dashboard import importing
+from apikeys.dashboard import operations
+from apikeys.storage import queries
 
 
 @click.group("keys", cls=Group)
@@ -49,7 +50,7 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        raise click.UsageError(errors.one_line(getattr(error, "messages", {}))) from None
+        raise click.UsageError(envelope.one_line(getattr(error, "messages", {}))) from None
     echo_json(CreatedKeySchema().dump(operations.create_key(ready_state(), tenant, ACTOR, **fields)))
 
 
@@ -61,7 +62,7 @@ def list_command(tenant):
     from apikeys.schemas import KeySchema
 
     with ready_state().engine.connect() as conn:
-        rows = store.list_keys(conn, tenant, limit=None, offset=0)
+        rows = queries.list_keys(conn, tenant, limit=None, offset=0)
     echo_json(KeySchema(many=True).dump(rows))
 
 
@@ -113,8 +114,8 @@ def import_command(file):
         text = file.read()
     except UnicodeDecodeError:
         raise click.ClickException(f"{file.name} is not UTF-8 text.") from None
-    entries = operations.read_import_file(text, file.name)
-    created, unchanged = operations.import_keys(ready_state(), entries)
+    entries = importing.read_import_file(text, file.name)
+    created, unchanged = importing.import_keys(ready_state(), entries)
     click.echo(f"Imported {plural(created, 'key')}; {plural(unchanged, 'key')} already there.")
 
 
@@ -127,5 +128,5 @@ def audit_command(tenant, limit):
     from apikeys.schemas import AuditEntrySchema
 
     with ready_state().engine.connect() as conn:
-        entries = store.list_audit_entries(conn, tenant, limit, 0)
+        entries = queries.list_audit_entries(conn, tenant, limit, 0)
     echo_json(AuditEntrySchema(many=True).dump(entries))

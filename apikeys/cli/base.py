@@ -8,13 +8,14 @@ import click
 import sqlalchemy as sa
 from flask import current_app
 
-from apikeys import db
 from apikeys import errors
 from apikeys import keys
-from apikeys import operations
 from apikeys import tenants
 from apikeys.config import ConfigError
-from apikeys.verify import get_state
+from apikeys.dashboard import operations
+from apikeys.storage import engine as engine_module
+from apikeys.verification import extension
+from apikeys.verification.extension import get_state
 
 ACTOR = operations.CLI_ACTOR
 
@@ -31,7 +32,9 @@ class Command(click.Command):
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None
         except sa.exc.OperationalError as error:
-            where = sa.make_url(db.database_url(current_app)).render_as_string(hide_password=True)
+            where = sa.make_url(
+                engine_module.database_url(current_app.config, current_app.instance_path)
+            ).render_as_string(hide_password=True)
             problem = type(error.orig).__name__
             raise click.ClickException(f"The database at {where} does not answer ({problem}).") from None
 
@@ -82,7 +85,7 @@ def echo_json(value) -> None:
 
 def ready_state():
     """Return the app's state with its database created or upgraded, as gunicorn does at start."""
-    db.prepare(current_app)
+    extension.prepare(current_app)
     return get_state()
 
 

@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 
-from apikeys.db import FINGERPRINT
-from apikeys.db import api_keys
-from apikeys.db import audit_log
-from apikeys.db import settings
+from apikeys.storage.fingerprints import FINGERPRINT
+from apikeys.storage.tables import api_keys
+from apikeys.storage.tables import audit_log
+from apikeys.storage.tables import settings
 
 # The columns a dashboard response shows: never a hash or a digest.
 PUBLIC_COLUMNS = (
@@ -61,7 +61,13 @@ def get_key(conn: sa.Connection, tenant_id: str, key_id: str) -> sa.Row | None:
 
 def find_by_public_keys(conn: sa.Connection, public_keys: list[str]) -> dict[str, sa.Row]:
     """Return the rows (tenant, hash and digest included) of these public keys, by public key."""
-    columns = (api_keys.c.public_key, api_keys.c.tenant_id, api_keys.c.secret_hash, api_keys.c.secret_digest)
+    columns = (
+        api_keys.c.id,
+        api_keys.c.public_key,
+        api_keys.c.tenant_id,
+        api_keys.c.secret_hash,
+        api_keys.c.secret_digest,
+    )
     rows = conn.execute(sa.select(*columns).where(api_keys.c.public_key.in_(public_keys)))
     return {row.public_key: row for row in rows}
 

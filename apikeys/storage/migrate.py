@@ -6,6 +6,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
+from apikeys.storage.fingerprints import check_verifier_key
+
 # Any number unique to apikeys: the PostgreSQL advisory lock its migrations hold.
 MIGRATION_LOCK = 0x61706B6579
 
@@ -13,7 +15,7 @@ MIGRATION_LOCK = 0x61706B6579
 def alembic_config(connection: sa.Connection) -> Config:
     """Return an Alembic configuration that runs on ``connection``."""
     config = Config()
-    config.set_main_option("script_location", "apikeys:migrations")
+    config.set_main_option("script_location", "apikeys.storage:migrations")
     config.attributes["connection"] = connection
     return config
 
@@ -42,3 +44,9 @@ def current_revision(engine: sa.Engine) -> str | None:
 
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
+
+
+def prepare(engine: sa.Engine, fingerprint: str, known=()) -> None:
+    """Get a database ready to serve: create or upgrade the schema, then record or check the verifier key."""
+    upgrade(engine)
+    check_verifier_key(engine, fingerprint, known)

@@ -1,34 +1,32 @@
-"""The ``apikeys`` command line: every command works on a fresh instance and answers an error in one line."""
+"""The commands that work on an app: init-db, db, token, keys, audit, verifier-key (also `flask --app app ...`)."""
 
 from __future__ import annotations
 
 import click
 from flask import current_app
-from flask.cli import ScriptInfo
 from flask.cli import with_appcontext
 
-from apikeys import db
 from apikeys import tokens
-from apikeys.cli_base import Command
-from apikeys.cli_base import Group
-from apikeys.cli_base import check_actor
-from apikeys.cli_base import check_tenant
-from apikeys.cli_keys import audit_command
-from apikeys.cli_keys import keys_group
-from apikeys.serve import serve_command
-from apikeys.verify import get_state
+from apikeys.cli.base import Command
+from apikeys.cli.base import Group
+from apikeys.cli.base import check_actor
+from apikeys.cli.base import check_tenant
+from apikeys.cli.keys import audit_command
+from apikeys.cli.keys import keys_group
+from apikeys.storage import fingerprints
+from apikeys.storage import migrate
+from apikeys.verification import extension
+from apikeys.verification.extension import get_state
 
 
 @click.command("init-db", cls=Command, short_help="Create or upgrade the database.")
 @with_appcontext
 def init_db_command():
     """Create the database, or upgrade it to the newest schema, and say what it did and where."""
-    from apikeys.migrate import current_revision
-
     engine = get_state().engine
-    before = current_revision(engine)
-    db.prepare(current_app)
-    after = current_revision(engine)
+    before = migrate.current_revision(engine)
+    extension.prepare(current_app)
+    after = migrate.current_revision(engine)
     where = engine.url.render_as_string(hide_password=True)
     if before is None:
         click.echo(f"Created the database at {where} (schema {after}).")
@@ -51,7 +49,7 @@ def db_upgrade_command(revision):
     from alembic.util import CommandError
 
     try:
-        db.upgrade(get_state().engine, revision)
+        migrate.upgrade(get_state().engine, revision)
     except CommandError as error:  # an unknown revision, say
         raise click.ClickException(str(error)) from None
     click.echo(f"Database is at {revision}.")
@@ -85,8 +83,8 @@ def verifier_key_group():
 def adopt_command():
     """Make this host's verifier key the database's, after changing APIKEYS_VERIFIER_KEY."""
     state = get_state()
-    db.upgrade(state.engine)
-    db.adopt_verifier_key(state.engine, state.verifier.fingerprint)
+    migrate.upgrade(state.engine)
+    fingerprints.adopt_verifier_key(state.engine, state.verifier.fingerprint)
     click.echo(f"The database now uses verifier key {state.verifier.tag[:-1]}; restart every host with it.")
 
 
@@ -97,22 +95,3 @@ def init_app(app) -> None:
     """Register the commands on the app, so `flask --app app` has them too."""
     for command in COMMANDS:
         app.cli.add_command(command)
-
-
-def _create_app():
-    from apikeys import create_app
-
-    return create_app()
-
-
-@click.group(cls=Group)
-@click.version_option(package_name="apikeys", message="%(prog)s %(version)s")
-@click.pass_context
-def main(ctx):
-    """apikeys: a self-hosted API-key service. Settings come from APIKEYS_* variables (see README.md)."""
-    if not isinstance(ctx.obj, ScriptInfo):  # Flask's test runner hands its own in
-        ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
-
-
-for _command in [serve_command, *COMMANDS]:
-    main.add_command(_command)

@@ -72,6 +72,14 @@ def serve_command(host, port, workers, dev, seed):
         environ["APIKEYS_DEV"] = "1"
     if seed:
         environ["APIKEYS_SEED"] = os.path.abspath(seed)
-    argv = [sys.executable, "-m", "gunicorn", "-c", "python:apikeys.gunicorn_conf", "--bind", bind_address(host, port)]
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-c",
+        "python:apikeys.server.gunicorn_conf",
+        "--bind",
+        bind_address(host, port),
+    ]
     argv.append("apikeys:create_app()")
     os.execve(sys.executable, argv, environ)  # noqa: S606 (replaces this process; no shell)

@@ -1,0 +1,1 @@
+"""The command line: `apikeys` (main), the commands `flask --app app` has too (commands), their helpers."""

@@ -1,0 +1,28 @@
+"""The ``apikeys`` command: every command works on a fresh instance and answers an error in one line."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import ScriptInfo
+
+from apikeys.cli.base import Group
+from apikeys.cli.commands import COMMANDS
+from apikeys.factory import create_app
+from apikeys.server.serve import serve_command
+
+
+def _create_app():
+    return create_app()
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="apikeys", message="%(prog)s %(version)s")
+@click.pass_context
+def main(ctx):
+    """apikeys: a self-hosted API-key service. Settings come from APIKEYS_* variables (see README.md)."""
+    if not isinstance(ctx.obj, ScriptInfo):  # Flask's test runner hands its own in
+        ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
+
+
+for _command in [serve_command, *COMMANDS]:
+    main.add_command(_command)

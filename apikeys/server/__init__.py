@@ -1,0 +1,1 @@
+"""Serving apikeys: gunicorn's settings, hooks and logger, and `apikeys serve`."""

@@ -1,0 +1,184 @@
+"""/verify over HTTP: one function from a WSGI environ to the answer, and the middleware that serves it before Flask.
+
+A proxy calls /verify once per request it forwards, so Flask's per-request work
+(request context, routing, hooks, a werkzeug Response) would be most of what a
+verification costs. VerifyMiddleware answers /verify and /verify/<anything>
+with ``answer`` straight from the environ; the documented Flask views
+(apikeys.verification.views) call the same function, so the two cannot differ.
+Nothing is kept between requests: every verification reads the key's row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from werkzeug.http import HTTP_STATUS_CODES
+
+from apikeys import envelope
+from apikeys import errors
+from apikeys import logs
+from apikeys import metrics
+from apikeys import scopes
+from apikeys import tenants
+from apikeys.keys import ENVIRONMENTS
+from apikeys.schema_fields import Timestamp
+from apikeys.verification import headers
+from apikeys.verification.core import VerifiedKey
+from apikeys.verification.core import verify_key
+
+_KEY = "HTTP_" + headers.API_KEY.upper().replace("-", "_")
+_REQUIRED_SCOPES = "HTTP_" + headers.REQUIRED_SCOPES.upper().replace("-", "_")
+_timestamp = Timestamp()._serialize
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What /verify answers: status, headers and body, and the verified key when it is a 200."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    verified: VerifiedKey | None = None
+
+
+def verify_path(environ) -> str | None:
+    """Return the path as routed if it is /verify or below it, else None (the request is the app's)."""
+    raw = environ.get("PATH_INFO") or ""
+    # Routed as werkzeug routes it: leading slashes collapse to one.
+    path = "/" + raw.lstrip("/") if raw.startswith("//") else raw
+    if path == "/verify" or (path.startswith("/verify/") and "\n" not in path):  # werkzeug's ".*?" stops at a LF
+        return path
+    return None
+
+
+def answer(state, environ, *, forwarded: bool) -> Answer:
+    """Verify the request's X-Api-Key against what it requires, and count the answer in the metrics by result.
+
+    ``forwarded``: a path below /verify/, where Envoy's ext_authz appends the client's own path and
+    query string: there the query is the client's, and nothing is read from it.
+    """
+    started = time.perf_counter()
+    try:
+        environment, parameters = (None, []) if forwarded else _read_query(environ.get("QUERY_STRING"))
+        required = required_scopes(environ.get(_REQUIRED_SCOPES), parameters)
+    except errors.ApiKeysError as error:  # the request's own requirements are malformed: not a verification
+        return _error(error)
+    try:
+        verified = verify_key(state, environ.get(_KEY), environment, required)
+    except errors.VerificationError as error:
+        metrics.count_verification(state, error.label, time.perf_counter() - started)
+        return _error(error)
+    body, identity = identity_answer(verified)
+    data = body.encode()
+    identity += [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+    metrics.count_verification(state, "valid", time.perf_counter() - started)
+    return Answer(200, identity, data, verified)
+
+
+def _read_query(query: str | None) -> tuple[str | None, list[str]]:
+    """Return the ``environment`` and ``scope`` parameters, as werkzeug reads request.args; raise ApiKeysError."""
+    environment, parameters = None, []
+    if query:
+        # Strict UTF-8, invalid percent-escapes kept as they are; an empty value is a value.
+        for name, value in parse_qsl(
+            query.encode("latin1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"
+        ):
+            if name == "environment" and environment is None:
+                environment = value
+            elif name == "scope":
+                parameters.append(value)
+    if environment is not None and environment not in ENVIRONMENTS:
+        raise errors.ApiKeysError(errors={"environment": [f"Must be one of: {', '.join(ENVIRONMENTS)}."]})
+    return environment, parameters
+
+
+def required_scopes(header: str | None, parameters: list[str]) -> list[str]:
+    """Return the scopes a /verify request requires (its header's, then its ``scope`` parameters'); raise ApiKeysError.
+
+    Each is checked against the scope grammar: a value read as one joined string
+    ("orders:,admin:users") could otherwise be granted by a prefix of it.
+    """
+    try:
+        required = scopes.parse_required(header or "")
+    except ValueError as error:
+        raise errors.ApiKeysError(errors={headers.REQUIRED_SCOPES: [str(error)]}) from None
+    for value in parameters:
+        try:
+            named = scopes.parse_required(value)
+        except ValueError as error:
+            raise errors.ApiKeysError(errors={"scope": [str(error)]}) from None
+        if not named:  # ?scope= asks for something: never read as asking for nothing
+            raise errors.ApiKeysError(errors={"scope": ["Must name a scope."]})
+        required += named
+    return required
+
+
+def identity_answer(verified: VerifiedKey) -> tuple[str, list[tuple[str, str]]]:
+    """Return the 200 answer's JSON body and the identity headers a proxy copies onto the request it forwards."""
+    data = {"valid": True, "id": verified.id, "tenantId": verified.tenant_id, "environment": verified.environment}
+    data |= {"name": verified.name, "publicKey": verified.public_key, "scopes": list(verified.scopes)}
+    data |= {"meta": verified.meta, "expiresAt": _timestamp(verified.expires_at, None, None)}
+    identity = [
+        (headers.KEY_ID, verified.id),
+        # Plain ASCII on the wire whatever the tenant: percent-encoded (see apikeys.tenants).
+        (headers.TENANT_ID, tenants.header_value(verified.tenant_id)),
+        (headers.ENVIRONMENT, verified.environment),
+        (headers.SCOPES, " ".join(verified.scopes)),
+    ]
+    # The same compact JSON as the app's provider, for less per request.
+    body = json.dumps({"statusCode": 200, "data": data}, ensure_ascii=False, separators=(",", ":"))
+    return body, identity
+
+
+def _error(error: errors.ApiKeysError) -> Answer:
+    return _envelope(error.status, error.message, error.code, error.errors, list(error.headers().items()))
+
+
+def _envelope(status: int, message: str, code=None, field_errors=None, extra=()) -> Answer:
+    """The error envelope as the app's JSON provider writes it (compact, ASCII, a final newline)."""
+    body = envelope.error_body(status, message, code=code, errors=field_errors)
+    data = (json.dumps(body, separators=(",", ":")) + "\n").encode()
+    return Answer(status, [*extra, ("Content-Type", "application/json"), ("Content-Length", str(len(data)))], data)
+
+
+class VerifyMiddleware:
+    """WSGI middleware that answers /verify and /verify/<anything> itself and passes every other request on."""
+
+    def __init__(self, app, wsgi_app):
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.state = app.extensions["apikeys"]
+        self.log_verified = app.config["APIKEYS_LOG_VERIFIED"]
+
+    def __call__(self, environ, start_response):
+        """Answer a verification, or call the wrapped app."""
+        path = verify_path(environ)
+        if path is None:
+            return self.wsgi_app(environ, start_response)
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        try:
+            result = answer(self.state, environ, forwarded=path != "/verify")
+        except Exception:
+            # A fault (the database gone, say): answered here, once, as Flask answers one (logged, a 500 envelope).
+            self.app.logger.error("Exception on %s [%s]", path, method, exc_info=True)
+            result = _envelope(500, envelope.MESSAGES[500])
+        if result.status != 200 or self.log_verified:
+            # The path as request.path has it: the WSGI string's bytes read as UTF-8.
+            shown = path.encode("latin1").decode(errors="replace")
+            duration_ms = round((time.perf_counter() - started) * 1000, 2)
+            verified = result.verified
+            logs.log_request(
+                method, shown, result.status, duration_ms, verified and verified.tenant_id, verified and verified.id
+            )
+        # The status line as werkzeug writes it, so that the Flask views' answers are byte for byte the same.
+        start_response(f"{result.status} {HTTP_STATUS_CODES[result.status].upper()}", result.headers)
+        return [] if method == "HEAD" else [result.body]
+
+
+def init_app(app) -> None:
+    """Wrap the app's WSGI callable so /verify is answered before Flask's request machinery."""
+    app.wsgi_app = VerifyMiddleware(app, app.wsgi_app)
