@@ -15,22 +15,38 @@ import time
 POLL_SECONDS = 0.01
 
 
-@contextlib.contextmanager
-def hold_one(paths: list[str], deadline: float | None, busy: type[Exception]):
-    """Hold the lock of one of ``paths``, waiting until ``deadline`` (a monotonic time; None: as long as it takes).
-
-    Raise ``busy()`` when the deadline passes with every one taken.
-    """
+def acquire(paths: list[str], deadline: float | None, busy: type[Exception]) -> int:
+    """Lock one of ``paths`` and return its descriptor, waiting until ``deadline`` (monotonic; None: as long as it
+    takes); raise ``busy()`` when the deadline passes with every one taken."""
     descriptors = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600) for path in paths]
+    held = None
     try:
-        while not any(map(_try_lock, descriptors)):
-            if deadline is not None and time.monotonic() >= deadline:
-                raise busy()
-            time.sleep(POLL_SECONDS)
-        yield
+        while held is None:
+            held = next((descriptor for descriptor in descriptors if _try_lock(descriptor)), None)
+            if held is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise busy()
+                time.sleep(POLL_SECONDS)
+        return held
     finally:
         for descriptor in descriptors:
-            os.close(descriptor)
+            if descriptor != held:
+                os.close(descriptor)
+
+
+def release(descriptor: int) -> None:
+    """Give a turn back."""
+    os.close(descriptor)
+
+
+@contextlib.contextmanager
+def hold_one(paths: list[str], deadline: float | None, busy: type[Exception]):
+    """Hold the lock of one of ``paths`` (see acquire) while the block runs."""
+    descriptor = acquire(paths, deadline, busy)
+    try:
+        yield
+    finally:
+        release(descriptor)
 
 
 def _try_lock(descriptor: int) -> bool:

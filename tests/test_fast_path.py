@@ -111,9 +111,17 @@ def test_a_path_that_only_begins_with_verify_is_not_found(app, keys, path, with_
 
 # On SQLite alone: the table is dropped, and the PostgreSQL database is shared by the whole run.
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-def test_a_fault_is_left_to_flask(app, keys, caplog):
-    """An error other than a refusal (here the keys table gone) gets Flask's 500 envelope and its logged traceback."""
-    with get_state(app).engine.begin() as conn:
+@pytest.mark.parametrize("middleware", [True, False])
+def test_a_fault_is_answered_once(app, keys, caplog, middleware):
+    """An error other than a refusal (here the keys table gone) is one 500 envelope and one logged traceback,
+    after one verification: the middleware never hands the request on to verify it again."""
+    state = get_state(app)
+    lookups = []
+    real_lookup = state.lookup
+    state.lookup = lambda public_key: lookups.append(public_key) or real_lookup(public_key)
+    if not middleware:
+        app.wsgi_app = app.wsgi_app.wsgi_app
+    with state.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE api_keys"))
     app.config["PROPAGATE_EXCEPTIONS"] = False  # as served: TESTING would raise it in the test instead
     response = app.test_client().get("/verify", headers={"X-Api-Key": keys["live"]})
@@ -123,7 +131,8 @@ def test_a_fault_is_left_to_flask(app, keys, caplog):
         "error": "Internal Server Error",
         "message": "An unexpected error occurred.",
     }
-    assert any(r.exc_info and r.name == app.logger.name for r in caplog.records)
+    assert len(lookups) == 1
+    assert [r.name for r in caplog.records if r.exc_info] == [app.logger.name]
 
 
 @pytest.mark.slow
