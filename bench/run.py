@@ -22,10 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench import report
-from tests.servers import Gunicorn
-from tests.servers import call
-from tests.servers import service_env
-from tests.servers import token_for
+from bench.servers import Gunicorn
+from bench.servers import call
+from bench.servers import service_env
+from bench.servers import token_for
 
 HERE = Path(__file__).resolve().parent
 TENANT = "bench"

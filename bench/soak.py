@@ -25,6 +25,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from bench import report
+from bench.servers import POSTGRES_URL
+from bench.servers import Gunicorn
+from bench.servers import PostgresUnreachable
+from bench.servers import new_postgres_database
+from bench.servers import service_env
+from bench.servers import token_for
 from bench.soak_checks import LogScan
 from bench.soak_checks import RowCheck
 from bench.soak_checks import check_rows
@@ -36,12 +42,6 @@ from bench.soak_client import Client
 from bench.soak_client import ErrorLog
 from bench.soak_client import OperationStats
 from bench.soak_client import redact
-from tests.servers import POSTGRES_URL
-from tests.servers import Gunicorn
-from tests.servers import PostgresUnreachable
-from tests.servers import new_postgres_database
-from tests.servers import service_env
-from tests.servers import token_for
 
 STARTED = time.monotonic()
 

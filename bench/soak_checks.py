@@ -13,10 +13,10 @@ from dataclasses import field
 import sqlalchemy as sa
 
 from apikeys.storage import tables
+from bench.servers import call
 from bench.soak_client import Client
 from bench.soak_client import Key
 from bench.soak_client import redact
-from tests.servers import call
 
 FINAL_VERIFY_THREADS = 8
 ACCESS_LINE = re.compile(r'"[A-Z]+ \S* HTTP/[\d.]+" (\d{3}) ')

@@ -33,7 +33,7 @@ DOCUMENTED_PORT = "http://127.0.0.1:8000"
 # APIKEYS_* variables that are not settings of the service, and must each be read somewhere in the code.
 EXTRAS = {
     "APIKEYS_INSTANCE_PATH": "apikeys/config.py",
-    "APIKEYS_TEST_POSTGRES_URL": "tests/servers.py",
+    "APIKEYS_TEST_POSTGRES_URL": "bench/servers.py",
     "APIKEYS_REQUIRE_POSTGRES": "tests/servers.py",
     "APIKEYS_REQUIRE_NGINX": "tests/forward_auth/conftest.py",
     "APIKEYS_REQUIRE_TRAEFIK": "tests/forward_auth/test_traefik.py",
