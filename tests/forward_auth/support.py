@@ -4,6 +4,7 @@ through it, the checks of what an application received, and a real nginx with ev
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import re
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # the application module imports this one
 EXAMPLES = ROOT / "examples"
 NGINX_EXAMPLE = EXAMPLES / "nginx" / "apikeys.conf"
 TRAEFIK_EXAMPLE = EXAMPLES / "traefik" / "dynamic.yml"
+TRAEFIK_STATIC_EXAMPLE = EXAMPLES / "traefik" / "traefik.yml"  # the entry point dynamic.yml's routers use
 ENVOY_EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
 
 IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment", "X-Api-Key-Scopes")
@@ -195,10 +197,23 @@ class Proxy:
         return answer, self.application.received(tag)
 
 
+def underscore_spellings(name: str) -> list[str]:
+    """The spellings of ``name`` with some or all dashes as underscores: X_Tenant-Id, X-Tenant_Id, X_Tenant_Id."""
+    parts = name.split("-")
+    spellings = []
+    for joints in itertools.product("-_", repeat=len(parts) - 1):
+        if "_" in joints:
+            spellings.append(parts[0] + "".join(joint + part for joint, part in zip(joints, parts[1:])))
+    return spellings
+
+
 def forged_headers(names=tuple(FORGED_VALUES)) -> list[tuple[str, str]]:
-    """These headers (all six by default) with forged values, spelled as is, in lower case and with underscores."""
+    """These headers (all six by default) with forged values, spelled as is, in lower case, and with any of their
+    dashes as underscores, which CGI, uWSGI and Rack servers read as the dashed name."""
     return [
-        (spelling, FORGED_VALUES[name]) for name in names for spelling in (name, name.lower(), name.replace("-", "_"))
+        (spelling, FORGED_VALUES[name])
+        for name in names
+        for spelling in (name, name.lower(), *underscore_spellings(name))
     ]
 
 

@@ -13,6 +13,7 @@ from tests.forward_auth.support import ENVOY_PATH_PREFIX
 from tests.forward_auth.support import IDENTITY_HEADERS
 from tests.forward_auth.support import PROXY_HEADERS
 from tests.forward_auth.support import TRAEFIK_EXAMPLE
+from tests.forward_auth.support import TRAEFIK_STATIC_EXAMPLE
 from tests.forward_auth.support import TRAEFIK_VERIFY_PATH
 
 pytestmark = pytest.mark.slow
@@ -43,17 +44,24 @@ def test_traefik_example_settings():
     for router in routers.values():
         assert router["middlewares"][0] in checks  # the key is checked before anything else runs
         assert router["service"] in data["http"]["services"]
-    # The middleware that cleans up after it removes the key, the proxy's headers and the underscore look-alikes;
-    # every router runs it.
+    # The middleware that cleans up after it removes the key and the proxy's headers; every router runs it.
     removed = {
         header
         for header, value in middlewares["apikeys-clean"]["headers"]["customRequestHeaders"].items()
         if value == ""
     }
-    names = ("X-Api-Key", *IDENTITY_HEADERS, *PROXY_HEADERS)
-    assert {"X-Api-Key", *PROXY_HEADERS} | {name.replace("-", "_") for name in names} <= removed
+    assert {"X-Api-Key", *PROXY_HEADERS} <= removed
     for router in routers.values():
         assert router["middlewares"] == [router["middlewares"][0], "apikeys-clean"]
+
+    # Look-alikes (X-Tenant_Id, X_Tenant_Id, X.Tenant.Id) are deleted by every entry point a router uses, before
+    # any middleware runs, by the static configuration that reads this file.
+    static = yaml.safe_load(TRAEFIK_STATIC_EXAMPLE.read_text())
+    assert static["providers"]["file"]["filename"].endswith("/" + TRAEFIK_EXAMPLE.name)
+    used = {name for router in routers.values() for name in router["entryPoints"]}
+    assert used and used <= set(static["entryPoints"])
+    for name in used:
+        assert static["entryPoints"][name]["http"]["aliasHeadersStrategy"] == "delete"
 
 
 def test_envoy_example_settings():
