@@ -14,6 +14,7 @@ from flask import request
 
 from apikeys import instance
 from apikeys import tenants
+from apikeys.config import ConfigError
 from apikeys.errors import InvalidToken
 
 log = logging.getLogger(__name__)
@@ -22,23 +23,23 @@ SECRET_FILE = "jwt-secret"
 
 
 def init_app(app) -> None:
-    """Check the JWT settings at start, and make sure HS* algorithms have a signing secret."""
+    """Check the JWT settings together (each alone is checked by apikeys.config), and give HS* a signing secret."""
     config = app.config
     algorithms = config["APIKEYS_JWT_ALGORITHMS"]
     known = jwt.algorithms.get_default_algorithms()
     unusable = [a for a in algorithms if a not in known or a == "none"]
     if not algorithms or unusable:
-        raise RuntimeError(f"APIKEYS_JWT_ALGORITHMS has no usable algorithm or unknown ones: {unusable or algorithms}")
+        raise ConfigError(f"APIKEYS_JWT_ALGORITHMS has no usable algorithm or unknown ones: {unusable or algorithms}")
     if any(a.startswith("HS") for a in algorithms) and not config["APIKEYS_JWT_SECRET"]:
         config["APIKEYS_JWT_SECRET"] = instance.load_or_create_secret(
             app.instance_path, SECRET_FILE, "JWT signing secret"
         )
     elif any(a.startswith("HS") for a in algorithms) and len(config["APIKEYS_JWT_SECRET"]) < instance.MIN_SECRET_LENGTH:
         # A short shared secret can be guessed offline from any one token it signed.
-        raise RuntimeError(f"APIKEYS_JWT_SECRET must be at least {instance.MIN_SECRET_LENGTH} characters.")
+        raise ConfigError(f"APIKEYS_JWT_SECRET must be at least {instance.MIN_SECRET_LENGTH} characters.")
     asymmetric = [a for a in algorithms if not a.startswith("HS")]
     if asymmetric and not config["APIKEYS_JWT_PUBLIC_KEY"]:
-        raise RuntimeError(f"APIKEYS_JWT_PUBLIC_KEY is needed for {', '.join(asymmetric)}.")
+        raise ConfigError(f"APIKEYS_JWT_PUBLIC_KEY is needed for {', '.join(asymmetric)}.")
     if asymmetric and not (config["APIKEYS_JWT_AUDIENCE"] or config["APIKEYS_JWT_ISSUER"]):
         # A public key often belongs to an identity provider that signs tokens for other services too.
         log.warning("No APIKEYS_JWT_AUDIENCE or APIKEYS_JWT_ISSUER: any token the key signs will be accepted.")

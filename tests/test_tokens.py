@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from apikeys import create_app
 from apikeys import tokens
+from apikeys.config import ConfigError
 from apikeys.verification import extension
 
 
@@ -281,7 +282,7 @@ def test_a_token_for_an_allowed_algorithm_with_the_wrong_key_type_is_a_401(confi
 )
 def test_unusable_jwt_settings_stop_the_start(config, tmp_path, settings, message):
     config.update(settings)
-    with pytest.raises(RuntimeError, match=message):
+    with pytest.raises(ConfigError, match=message):
         create_app(config, instance_path=str(tmp_path / "i"))
 
 
