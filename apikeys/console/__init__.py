@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from flask import Blueprint
 from flask import current_app
 from flask import render_template
@@ -33,7 +35,11 @@ bp = Blueprint(
 def page():
     """Serve the console's single page; its script does the rest through the API."""
     response = current_app.make_response(
-        render_template("console/index.html", tenant_claim=current_app.config["APIKEYS_JWT_TENANT_CLAIM"])
+        render_template(
+            "console/index.html",
+            tenant_claim=current_app.config["APIKEYS_JWT_TENANT_CLAIM"],
+            dev=current_app.extensions["apikeys.console"]["dev"],
+        )
     )
     # The page shows secrets once (create, regenerate): no cache may keep a copy of it.
     response.headers["Cache-Control"] = "no-store"
@@ -48,4 +54,8 @@ def _security_headers(response):
 
 def init_app(app) -> None:
     """Register the console (plain Flask, so it stays out of the OpenAPI document)."""
+    # `apikeys serve --dev` (make run) sets APIKEYS_DEV for its gunicorn, whose when_ready prints a
+    # console link with a token for tenant 'dev'. Read here as that hook reads it: only then does
+    # the page take a link's token without asking, since anywhere else anyone can make such a link.
+    app.extensions["apikeys.console"] = {"dev": bool(os.environ.get("APIKEYS_DEV"))}
     app.register_blueprint(bp)

@@ -272,7 +272,7 @@ def test_a_refused_or_expired_token_returns_to_the_sign_in_page_with_the_servers
 
     # A pasted token that is not a JWT at all.
     _, refused = call(server.url, "GET", "/dashboard/api-keys", token="not-a-token")
-    sign_in_page = page.get_by_role("heading", name="Sign in")
+    sign_in_page = page.get_by_role("heading", name="Sign in", exact=True)
     page.goto("/console")
     page.get_by_label("Bearer token (JWT)").fill("not-a-token")
     page.get_by_role("button", name="Sign in").click()
@@ -297,10 +297,12 @@ def test_a_refused_or_expired_token_returns_to_the_sign_in_page_with_the_servers
     assert refused_late["message"] in message.inner_text()
     assert short not in session.storage()
 
-    # The dev link with an expired token: the same, and the token leaves the address bar.
+    # A link with an expired token, taken on the user's yes: the same, and the token leaves the address bar.
     expired = token_for(server.jwt_secret, "acme", ttl=-60)
     _, refused = call(server.url, "GET", "/dashboard/api-keys", token=expired)
     page.goto(f"/console#token={expired}")
+    ask = page.get_by_role("dialog", name="Sign in from this link?")
+    ask.get_by_role("button", name="Sign in", exact=True).click()
     message.wait_for()
     assert sign_in_page.is_visible()
     assert refused["message"] in message.inner_text()
@@ -318,20 +320,25 @@ def jwt_expiry(token: str) -> int:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["exp"]
 
 
-def test_the_dev_link_signs_in_and_leaves_no_token_in_the_address_bar(session, server):
-    page = session.page
-    token = token_for(server.jwt_secret, "dev")
-    page.goto(f"/console#token={token}")
-    page.get_by_role("heading", name="API keys").wait_for()
-    assert page.url == server.url + "/console#keys"
-    page.go_back()  # the entry was replaced, not pushed: Back cannot bring the token back
-    assert page.url == "about:blank"
-    page.go_forward()
-    page.get_by_role("heading", name="API keys").wait_for()
-    assert page.url == server.url + "/console#keys"
-    assert token in session.storage()
-    # The fragment never left the browser: no request the console made carries the token in its URL.
-    assert not [line for line in session.requests if token in line.split(" ")[1]]
+def test_the_dev_link_signs_in_and_leaves_no_token_in_the_address_bar(browser, dev_server):
+    # The link `make run` prints, opened as its reader would: it signs in without asking.
+    session = Session(browser, dev_server)
+    try:
+        page = session.page
+        token = dev_server.link.split("#token=", 1)[1]
+        page.goto(dev_server.link)
+        page.get_by_role("heading", name="API keys").wait_for()
+        assert page.url == dev_server.url + "/console#keys"
+        page.go_back()  # the entry was replaced, not pushed: Back cannot bring the token back
+        assert page.url == "about:blank"
+        page.go_forward()
+        page.get_by_role("heading", name="API keys").wait_for()
+        assert page.url == dev_server.url + "/console#keys"
+        assert token in session.storage()
+        # The fragment never left the browser: no request the console made carries the token in its URL.
+        assert not [line for line in session.requests if token in line.split(" ")[1]]
+    finally:
+        session.close()
 
 
 def test_keyboard_and_phone_width(browser, server, tmp_path):
@@ -345,6 +352,12 @@ def test_keyboard_and_phone_width(browser, server, tmp_path):
             )
             assert status == 201
         page.goto(f"/console#token={token}")
+        # A link asks before it signs in, and the keyboard answers: the safe answer has the focus.
+        page.get_by_role("dialog", name="Sign in from this link?").wait_for()
+        assert page.evaluate("() => document.activeElement.id") == "link-decline"
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+        page.keyboard.press("Tab")
+        page.keyboard.press("Enter")
         row(page, "Second").wait_for()
         # Readable at 360 px: nothing wider than the screen, so no sideways scrolling.
         assert page.evaluate("() => document.documentElement.scrollWidth") <= 360

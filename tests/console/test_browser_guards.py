@@ -1,6 +1,8 @@
-"""The console's guards in Chromium: a secret leaves as its dialog closes; a link asks before switching tenants."""
+"""The console's guards in Chromium: a secret leaves as its dialog closes; a link asks before it signs in."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 
@@ -8,6 +10,7 @@ from apikeys.tokens import issue_token
 from tests.console.browser import Session
 from tests.console.browser import row
 from tests.console.browser import sign_in
+from tests.servers import ROOT
 from tests.servers import call
 from tests.servers import token_for
 
@@ -63,7 +66,7 @@ def signed_token(server, tenant: str, subject: str) -> str:
     return issue_token(config, tenant, 600, sub=subject)
 
 
-def test_a_link_with_another_tenants_token_asks_before_switching(browser, session, server):
+def test_a_link_with_another_tenants_token_asks_before_switching(session, server):
     page = session.page
     mine = signed_token(server, "tenant-a", "alice@example.com")
     theirs = signed_token(server, "tenant-b", "mallory@example.com")
@@ -126,13 +129,93 @@ def test_a_link_with_another_tenants_token_asks_before_switching(browser, sessio
     assert not ask.is_visible()
     assert session.console_errors == []
 
-    # A fresh tab (nothing stored): the dev link signs in without asking.
-    fresh = Session(browser, server)
+
+def sent_with(session: Session, token: str) -> list[str]:
+    """The requests the browser sent that carry ``token`` anywhere (URL, headers or body)."""
+    return [line for line in session.requests if token in line]
+
+
+def test_a_link_in_a_fresh_tab_asks_and_a_no_leaves_it_signed_out(session, server):
+    page = session.page
+    theirs = signed_token(server, "tenant-m", "mallory@example.com")
+    ask = page.get_by_role("dialog", name="Sign in from this link?")
+    signed_out = page.get_by_role("heading", name="Sign in", exact=True)
+
+    # Opened from another site in a new tab: nothing stored, so no tenant to compare with.
+    # The page asks, naming who the link signs in as (never the token), and sends nothing yet.
+    page.goto(f"/console#token={theirs}")
+    ask.wait_for()
+    text = ask.inner_text()
+    assert "signs in as tenant “tenant-m” (subject “mallory@example.com”)" in text
+    assert theirs not in text
+    assert "token=" not in page.url  # gone from the address bar and the history entry at once
+    assert theirs not in session.storage()
+    assert sent_with(session, theirs) == []
+
+    # Declined: signed out, nothing stored, and a reload does not ask again.
+    ask.get_by_role("button", name="Don't sign in").click()
+    ask.wait_for(state="hidden")
+    signed_out.wait_for()
+    assert theirs not in session.storage()
+    page.reload()
+    signed_out.wait_for()
+    assert not ask.is_visible()
+
+    # A link followed in the signed-out page (the fragment changes, no reload) asks as well;
+    # Escape declines too.
+    page.goto(f"/console#token={theirs}")
+    ask.wait_for()
+    page.keyboard.press("Escape")
+    ask.wait_for(state="hidden")
+    signed_out.wait_for()
+    assert page.locator("#nav").is_hidden()
+    assert theirs not in session.storage()
+    assert sent_with(session, theirs) == []
+    assert session.console_errors == []
+
+
+def test_a_link_in_a_fresh_tab_signs_in_once_the_user_says_yes(session, server):
+    page = session.page
+    theirs = signed_token(server, "tenant-y", "yvonne@example.com")
+    body = {"name": "Y's key", "environment": "test"}
+    status, _ = call(server.url, "POST", "/dashboard/api-keys", token=theirs, body=body)
+    assert status == 201
+    page.goto(f"/console#token={theirs}")
+    ask = page.get_by_role("dialog", name="Sign in from this link?")
+    ask.wait_for()
+    assert "tenant “tenant-y”" in ask.inner_text()
+    ask.get_by_role("button", name="Sign in", exact=True).click()
+    row(page, "Y's key").wait_for()
+    assert page.locator("#who").inner_text() == "Tenant tenant-y"
+    assert theirs in session.storage()
+    assert page.url == server.url + "/console#keys"
+    assert session.console_errors == []
+
+
+def test_the_link_make_run_prints_signs_in_at_once(browser, dev_server):
+    # `make run` (serve --dev) prints a link for the person at that terminal: it signs a fresh
+    # tab in without asking. A link with another tenant's token still asks before switching.
+    dev = Session(browser, dev_server)
     try:
-        fresh.page.goto(f"/console#token={mine}")
-        row(fresh.page, "Alice's key").wait_for()
-        assert fresh.page.locator("dialog[open]").count() == 0
-        assert fresh.page.url == server.url + "/console#keys"
-        assert fresh.console_errors == []
+        page = dev.page
+        page.goto(dev_server.link)
+        page.get_by_role("heading", name="API keys").wait_for()
+        assert page.locator("#who").inner_text() == "Tenant dev"
+        assert page.locator("dialog[open]").count() == 0
+        assert page.url == dev_server.url + "/console#keys"
+
+        made = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "apikeys"), "token", "--tenant", "other"],
+            cwd=ROOT,
+            env=dev_server.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert made.returncode == 0, made.stderr
+        page.goto(f"/console#token={made.stdout.strip()}")
+        page.get_by_role("dialog", name="Switch tenants?").wait_for()
+        assert page.locator("#who").inner_text() == "Tenant dev"
+        assert dev.console_errors == []
     finally:
-        fresh.close()
+        dev.close()

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from apikeys import console
+from apikeys import create_app
+from apikeys.verification import extension
 
 STATIC = Path(console.__file__).parent / "static" / "console"
 TEMPLATE = Path(console.__file__).parent / "templates" / "console" / "index.html"
@@ -59,6 +61,22 @@ def test_page_names_the_configured_tenant_claim(app, client):
     app.config["APIKEYS_JWT_TENANT_CLAIM"] = "org<id>"
     html = client.get("/console").get_data(as_text=True)
     assert 'data-tenant-claim="org&lt;id&gt;"' in html
+
+
+@pytest.mark.parametrize(("environment", "marked"), [(None, False), ("1", True)])
+def test_only_a_dev_server_marks_the_page_as_dev(monkeypatch, config, tmp_path, environment, marked):
+    # `apikeys serve --dev` sets APIKEYS_DEV for gunicorn; the mark is what lets the console take
+    # the link it prints without asking, so no other server may send it.
+    if environment is None:
+        monkeypatch.delenv("APIKEYS_DEV", raising=False)
+    else:
+        monkeypatch.setenv("APIKEYS_DEV", environment)
+    app = create_app(config, instance_path=str(tmp_path / "instance"))
+    try:
+        body = re.search(r"<body[^>]*>", app.test_client().get("/console").get_data(as_text=True)).group()
+    finally:
+        extension.get_engine(app).dispose()
+    assert bool(re.search(r"\sdata-dev\b", body)) is marked
 
 
 def test_template_has_no_inline_script_or_style():

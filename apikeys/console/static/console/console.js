@@ -20,7 +20,11 @@ import { loadKeys } from "./keys.js";
 import { wireKeys } from "./keys.js";
 
 const tenantClaim = document.body.dataset.tenantClaim || "tenantId";
+// Only a server started with --dev (make run) marks the page: its terminal prints a link whose
+// token the person at that terminal asked for.
+const devServer = "dev" in document.body.dataset;
 const VIEWS = { keys: "API keys", audit: "Audit log" };
+const OFFER_DIALOGS = ["switch-dialog", "link-dialog"];
 
 let offered = null; // a token from a link, waiting for the user's yes (memory only)
 
@@ -32,8 +36,12 @@ function takeTokenFromFragment() {
   history.replaceState(null, "", location.pathname + location.search + "#keys");
   if (!token) return;
   const current = getToken();
-  if (!current) setToken(token); // a fresh tab: the dev link signs in
-  else if (token !== current) offerSwitch(token);
+  if (token === current) return;
+  // Any page can link here with its own token, and a link from another site opens a fresh tab
+  // with nothing stored: the user is asked either way, or they would go on creating keys in
+  // someone else's tenant. Only the link make run printed signs a fresh tab in unasked.
+  if (!current && devServer) setToken(token);
+  else offerToken(token);
 }
 
 function tenantOf(token) {
@@ -41,25 +49,28 @@ function tenantOf(token) {
   return typeof claims[tenantClaim] === "string" ? claims[tenantClaim] : null;
 }
 
-function offerSwitch(token) {
-  // Any page can link here with its own token: a signed-in tab must never change tenants
-  // unasked, or the user would go on creating keys in someone else's tenant.
+function offerToken(token) {
+  // Names who the link signs in as, never the token: "Switch tenants?" in a signed-in tab,
+  // "Sign in from this link?" in a signed-out one. Either way the token stays in memory only.
   offered = token;
+  const current = getToken();
+  const name = current ? "switch" : "link";
   const subject = claimsOf(token).sub;
   const tenant = tenantOf(token);
-  $("switch-tenant").textContent = tenant === null ? "an unknown tenant" : "tenant " + quoted(tenant);
-  $("switch-subject").textContent = typeof subject === "string" ? " (subject " + quoted(subject) + ")" : "";
-  $("switch-current").textContent = quoted(tenantOf(getToken()) || "?");
-  const dialog = $("switch-dialog");
+  $(name + "-tenant").textContent = tenant === null ? "an unknown tenant" : "tenant " + quoted(tenant);
+  $(name + "-subject").textContent = typeof subject === "string" ? " (subject " + quoted(subject) + ")" : "";
+  if (current) $("switch-current").textContent = quoted(tenantOf(current) || "?");
+  const dialog = $(name + "-dialog");
   if (!dialog.open) dialog.showModal();
-  $("switch-stay").focus();
+  $(current ? "switch-stay" : "link-decline").focus(); // the safe answer is the default
 }
 
-function acceptSwitch() {
+function acceptOffer() {
   const token = offered;
   offered = null;
-  $("switch-dialog").close();
+  for (const id of OFFER_DIALOGS) $(id).close();
   if (!token) return;
+  setMessage($("signin-error"), "");
   clearKeys();
   clearAudit();
   setToken(token);
@@ -131,12 +142,15 @@ function wire() {
   for (const button of document.querySelectorAll("dialog [data-close]")) {
     button.addEventListener("click", () => button.closest("dialog").close());
   }
-  $("switch-accept").addEventListener("click", acceptSwitch);
-  $("switch-dialog").addEventListener("close", () => {
-    // Declined (Stay, Escape, sign-out): the offered token is dropped. The event comes a task
-    // later, so a link opened meanwhile may have reopened the dialog with its own offer.
-    if (!$("switch-dialog").open) offered = null;
-  });
+  $("switch-accept").addEventListener("click", acceptOffer);
+  $("link-accept").addEventListener("click", acceptOffer);
+  for (const id of OFFER_DIALOGS) {
+    $(id).addEventListener("close", () => {
+      // Declined (Stay, Don't sign in, Escape, sign-out): the offered token is dropped. The event
+      // comes a task later, so a link opened meanwhile may have opened a dialog with its own offer.
+      if (!OFFER_DIALOGS.some((other) => $(other).open)) offered = null;
+    });
+  }
   wireKeys();
   wireAudit();
   window.addEventListener("hashchange", () => {
