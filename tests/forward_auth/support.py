@@ -57,6 +57,9 @@ ENVOY_PATH_PREFIX = "/verify"
 SECRET_PATTERN = re.compile(rb"sk_(?:live|test)_[0-9A-Za-z]*")
 # Every request through a proxy carries this header, so the test can find what the application received.
 TAG = "X-Test-Request"
+# The characters besides `_` that a header name may hold (RFC 9110 tokens) and that PHP, like CGI-style servers,
+# reads as `-`: a client's x.api.key.scopes would reach such an application as X-Api-Key-Scopes.
+LOOKALIKE_JOINTS = ".~+!|%*'^`#$&"
 
 
 def required(variable: str) -> bool:
@@ -177,10 +180,15 @@ class Service:
         assert answer.status == 200
 
 
+def normalized(name: str) -> str:
+    """A header name as PHP and CGI-style servers read it: X_Tenant_Id, x.tenant.id and X~Tenant|Id are X-Tenant-Id."""
+    return re.sub(r"[^0-9a-z]", "-", name.lower())
+
+
 def header_values(received: dict, name: str) -> list[str]:
-    """Every value the application got for ``name``, counting X_Tenant_Id as X-Tenant-Id as WSGI servers do."""
-    wanted = name.lower().replace("_", "-")
-    return [v for n, v in received["headers"] if n.lower().replace("_", "-") == wanted]
+    """Every value the application got for ``name`` under any spelling that such a server reads as ``name``."""
+    wanted = normalized(name)
+    return [v for n, v in received["headers"] if normalized(n) == wanted]
 
 
 class Proxy:
@@ -207,13 +215,23 @@ def underscore_spellings(name: str) -> list[str]:
     return spellings
 
 
+def lookalike_spellings(name: str) -> list[str]:
+    """``name`` with its dashes replaced by other characters a header name may hold: X.Tenant.Id, x~tenant~id, ..."""
+    # Each of the six gets four of the characters, and the six together all of them: all of them for each would
+    # take a request past Envoy's default limit of 100 headers. Half in lower case, as with the dashed names.
+    start = 4 * list(FORGED_VALUES).index(name)
+    joints = [LOOKALIKE_JOINTS[(start + i) % len(LOOKALIKE_JOINTS)] for i in range(4)]
+    return [(name if i % 2 else name.lower()).replace("-", joint) for i, joint in enumerate(joints)]
+
+
 def forged_headers(names=tuple(FORGED_VALUES)) -> list[tuple[str, str]]:
-    """These headers (all six by default) with forged values, spelled as is, in lower case, and with any of their
-    dashes as underscores, which CGI, uWSGI and Rack servers read as the dashed name."""
+    """These headers (all six by default) with forged values, spelled as is, in lower case, with any of their
+    dashes as underscores, which CGI, uWSGI and Rack servers read as the dashed name, and with their dashes as
+    other characters, which PHP and other CGI-style servers read as dashes too."""
     return [
         (spelling, FORGED_VALUES[name])
         for name in names
-        for spelling in (name, name.lower(), *underscore_spellings(name))
+        for spelling in (name, name.lower(), *underscore_spellings(name), *lookalike_spellings(name))
     ]
 
 
@@ -227,7 +245,7 @@ def assert_identity(received: dict, key: Key) -> None:
     assert header_values(received, "X-Api-Key-Scopes") in expected
     for name in PROXY_HEADERS:
         assert header_values(received, name) == []
-    assert "x-api-key" not in [n.lower().replace("_", "-") for n, _ in received["headers"]]
+    assert "x-api-key" not in [normalized(n) for n, _ in received["headers"]]
 
 
 def assert_refused(answer: Answer, seen: list[dict], status: int, *, body: bool = True) -> None:

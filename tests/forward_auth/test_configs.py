@@ -10,11 +10,13 @@ import yaml
 
 from tests.forward_auth.support import ENVOY_EXAMPLE
 from tests.forward_auth.support import ENVOY_PATH_PREFIX
+from tests.forward_auth.support import FORGED_VALUES
 from tests.forward_auth.support import IDENTITY_HEADERS
 from tests.forward_auth.support import PROXY_HEADERS
 from tests.forward_auth.support import TRAEFIK_EXAMPLE
 from tests.forward_auth.support import TRAEFIK_STATIC_EXAMPLE
 from tests.forward_auth.support import TRAEFIK_VERIFY_PATH
+from tests.forward_auth.support import forged_headers
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +84,18 @@ def test_envoy_example_settings():
     # proxy's own /verify headers is removed: ext_authz only overrides the headers apikeys answers with.
     mutation = manager["http_filters"][0]["typed_config"]
     assert mutation["@type"].endswith("header_mutation.v3.HeaderMutation")
-    removed = [m["remove"] for m in mutation["mutations"]["request_mutations"]]
+    mutations = mutation["mutations"]["request_mutations"]
+    removed = [m["remove"] for m in mutations if "remove" in m]
     assert removed == [h.lower() for h in (*IDENTITY_HEADERS, *PROXY_HEADERS)]
+    # And, in the same filter, every look-alike (x.api.key.scopes) that PHP would read as one of them; the regex is
+    # simple enough that Python's re reads it as Envoy's RE2 does, and Envoy matches it against the whole name.
+    (matcher,) = [m["remove_on_match"]["key_matcher"] for m in mutations if "remove_on_match" in m]
+    assert len(mutations) == len(removed) + 1
+    look_alike = re.compile(matcher["safe_regex"]["regex"])
+    forged = {name.lower() for name, _ in forged_headers()}
+    assert {name for name in forged if not look_alike.fullmatch(name)} == {h.lower() for h in FORGED_VALUES}
+    kept = [":authority", ":method", ":path", ":scheme", ":protocol", "host", "x-api-key", "content-type", "x-b3-id"]
+    assert [name for name in kept if look_alike.fullmatch(name)] == []
     ext_authz = manager["http_filters"][1]["typed_config"]
     assert ext_authz["@type"].endswith("ext_authz.v3.ExtAuthz")
     assert ext_authz["failure_mode_allow"] is False
