@@ -49,14 +49,15 @@ def random_base62(length: int) -> str:
     return "".join(secrets.choice(BASE62) for _ in range(length))
 
 
+# Every pair of base62 digits, in order: a checksum is three of them (every verification computes one).
+_PAIRS = [high + low for high in BASE62 for low in BASE62]
+
+
 def checksum(text: str) -> str:
     """Return the CRC32 of ``text`` as six base62 digits."""
-    value = zlib.crc32(text.encode("ascii"))
-    digits = []
-    for _ in range(CHECKSUM_LENGTH):
-        value, digit = divmod(value, 62)
-        digits.append(BASE62[digit])
-    return "".join(reversed(digits))
+    high, rest = divmod(zlib.crc32(text.encode("ascii")), 62**4)
+    middle, low = divmod(rest, 62**2)
+    return _PAIRS[high] + _PAIRS[middle] + _PAIRS[low]
 
 
 def new_key_id() -> str:

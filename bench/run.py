@@ -154,7 +154,10 @@ def measure(args, tmp: Path) -> dict:
     plain_dir = tmp / "plain"
     plain_dir.mkdir()
     shutil.copy(HERE / "plain_app.py", plain_dir / "app.py")
-    results: dict = {"baseline": [], "verify": []}
+    bare_dir = tmp / "bare"
+    bare_dir.mkdir()
+    shutil.copy(HERE / "bare_app.py", bare_dir / "app.py")
+    results: dict = {"baseline": [], "ceiling": [], "verify": []}
     with contextlib.ExitStack() as stack:
         # As `apikeys serve` runs it: the package's own gunicorn settings, the app factory.
         service = Gunicorn(
@@ -169,6 +172,9 @@ def measure(args, tmp: Path) -> dict:
         plain = Gunicorn(tmp, {}, workers=args.workers, config=None, access_log=False, cwd=plain_dir)
         stack.callback(plain.stop)
         plain.start("/plain")
+        bare = Gunicorn(tmp, {}, workers=args.workers, config=None, access_log=False, cwd=bare_dir)
+        stack.callback(bare.stop)
+        bare.start("/bare")
         log(f"apikeys on {service.url}, baseline on {plain.url}; creating {1 + 2 * args.keys} keys (bcrypt 12)")
         token = token_for(jwt_secret, TENANT, 3600)
         created = create_keys(service.url, token, 1 + 2 * args.keys)
@@ -176,10 +182,12 @@ def measure(args, tmp: Path) -> dict:
 
         log("warm-up: 2 s on each server")
         wrk(plain, "/plain", 2, args)
+        wrk(bare, "/bare", 2, args)
         wrk(service, "/verify", 2, args, [warm], tmp)
         for number in range(1, args.rounds + 1):
-            log(f"round {number}/{args.rounds}: baseline, then apikeys /verify ({args.duration:g} s each)")
+            log(f"round {number}/{args.rounds}: baseline, ceiling, then apikeys /verify ({args.duration:g} s each)")
             results["baseline"].append(wrk(plain, "/plain", args.duration, args))
+            results["ceiling"].append(wrk(bare, "/bare", args.duration, args))
             results["verify"].append(wrk(service, "/verify", args.duration, args, [warm], tmp))
 
         log(f"cold against warm: {args.keys} just-written keys, one request at a time")
@@ -213,6 +221,10 @@ def render(results: dict, args, machine: dict[str, str]) -> str:
     cpu_ratio = statistics.median(r["cpu_ms"] for r in results["baseline"]) / max(
         statistics.median(r["cpu_ms"] for r in results["verify"]), 1e-9
     )
+    ceiling_rps = statistics.median(run["rps"] for run in results["ceiling"])
+    ceiling_rounds = [
+        v["rps"] / c["rps"] for c, v in zip(results["ceiling"], results["verify"], strict=True) if c["rps"]
+    ]
     cores = os.cpu_count() or 1
     busy = float(machine["Load average at start (1/5/15 min)"].split(" / ")[0]) > cores / 4
 
@@ -261,14 +273,18 @@ def render(results: dict, args, machine: dict[str, str]) -> str:
                 if busy
                 else ""
             ),
+            f"**apikeys `/verify` ÷ ceiling (a bare WSGI callable, same gunicorn): {verify_rps / ceiling_rps:.2f}**"
+            f" ({verify_rps:,.0f} ÷ {ceiling_rps:,.0f} req/s); per round:"
+            f" {', '.join(f'{r:.2f}' for r in ceiling_rounds)}.",
             "### apikeys `/verify` against the baseline",
             f"wrk, {args.threads} threads, {args.connections} connections, {args.duration:g} s per run after a 2 s"
-            f" warm-up, from the same machine; both servers `-w {args.workers}` sync workers, measured alternately"
-            f" (baseline, apikeys, baseline, …). Each column is the median over the {args.rounds} runs.",
+            f" warm-up, from the same machine; every server `-w {args.workers}` sync workers, measured in turn"
+            f" (baseline, ceiling, apikeys, baseline, …). Each column is the median over the {args.rounds} runs.",
             report.table(
                 header,
                 [
                     median_row("baseline: plain Flask `GET /plain`", results["baseline"]),
+                    median_row("ceiling: bare WSGI `GET /bare`", results["ceiling"]),
                     median_row("apikeys `GET /verify`, one key", results["verify"]),
                 ],
             ),

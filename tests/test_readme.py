@@ -38,6 +38,8 @@ EXTRAS = {
     "APIKEYS_REQUIRE_NGINX": "tests/forward_auth/conftest.py",
     "APIKEYS_REQUIRE_TRAEFIK": "tests/forward_auth/test_traefik.py",
     "APIKEYS_CONSOLE_SCREENSHOTS": "tests/console/test_browser.py",
+    "APIKEYS_REQUIRE_ENVOY": "tests/forward_auth/test_envoy.py",
+    "APIKEYS_DEV": "apikeys/server/serve.py",  # what `apikeys serve --dev` sets for its gunicorn
 }
 # What the README's configuration table lists besides SETTINGS, each with the file that reads it.
 TABLE_EXTRAS = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from werkzeug.http import HTTP_STATUS_CODES
@@ -32,16 +32,21 @@ from apikeys.verification.core import verify_key
 _KEY = "HTTP_" + headers.API_KEY.upper().replace("-", "_")
 _REQUIRED_SCOPES = "HTTP_" + headers.REQUIRED_SCOPES.upper().replace("-", "_")
 _timestamp = Timestamp()._serialize
+# The same compact JSON as the app's provider, from one encoder made once (json.dumps makes one a call).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     """What /verify answers: status, headers and body, and the verified key when it is a 200."""
 
     status: int
     headers: list[tuple[str, str]]
     body: bytes
     verified: VerifiedKey | None = None
+
+
+# The status line as werkzeug writes it, so that the Flask views' answers are byte for byte the same.
+_STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
 
 
 def verify_path(environ) -> str | None:
@@ -61,8 +66,9 @@ def answer(state, environ, *, forwarded: bool) -> Answer:
     query string: there the query is the client's, and nothing is read from it.
     """
     started = time.perf_counter()
+    query = None if forwarded else environ.get("QUERY_STRING")
     try:
-        environment, parameters = (None, []) if forwarded else _read_query(environ.get("QUERY_STRING"))
+        environment, parameters = _read_query(query) if query else (None, [])
         required = required_scopes(environ.get(_REQUIRED_SCOPES), parameters)
     except errors.ApiKeysError as error:  # the request's own requirements are malformed: not a verification
         return _error(error)
@@ -78,18 +84,15 @@ def answer(state, environ, *, forwarded: bool) -> Answer:
     return Answer(200, identity, data, verified)
 
 
-def _read_query(query: str | None) -> tuple[str | None, list[str]]:
+def _read_query(query: str) -> tuple[str | None, list[str]]:
     """Return the ``environment`` and ``scope`` parameters, as werkzeug reads request.args; raise ApiKeysError."""
     environment, parameters = None, []
-    if query:
-        # Strict UTF-8, invalid percent-escapes kept as they are; an empty value is a value.
-        for name, value in parse_qsl(
-            query.encode("latin1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"
-        ):
-            if name == "environment" and environment is None:
-                environment = value
-            elif name == "scope":
-                parameters.append(value)
+    # Strict UTF-8, invalid percent-escapes kept as they are; an empty value is a value.
+    for name, value in parse_qsl(query.encode("latin1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
+        if name == "environment" and environment is None:
+            environment = value
+        elif name == "scope":
+            parameters.append(value)
     if environment is not None and environment not in ENVIRONMENTS:
         raise errors.ApiKeysError(errors={"environment": [f"Must be one of: {', '.join(ENVIRONMENTS)}."]})
     return environment, parameters
@@ -101,6 +104,8 @@ def required_scopes(header: str | None, parameters: list[str]) -> list[str]:
     Each is checked against the scope grammar: a value read as one joined string
     ("orders:,admin:users") could otherwise be granted by a prefix of it.
     """
+    if not header and not parameters:
+        return []  # the usual request: nothing more than a valid key is asked for
     try:
         required = scopes.parse_required(header or "")
     except ValueError as error:
@@ -128,8 +133,7 @@ def identity_answer(verified: VerifiedKey) -> tuple[str, list[tuple[str, str]]]:
         (headers.ENVIRONMENT, verified.environment),
         (headers.SCOPES, " ".join(verified.scopes)),
     ]
-    # The same compact JSON as the app's provider, for less per request.
-    body = json.dumps({"statusCode": 200, "data": data}, ensure_ascii=False, separators=(",", ":"))
+    body = _COMPACT.encode({"statusCode": 200, "data": data})
     return body, identity
 
 
@@ -174,8 +178,7 @@ class VerifyMiddleware:
             logs.log_request(
                 method, shown, result.status, duration_ms, verified and verified.tenant_id, verified and verified.id
             )
-        # The status line as werkzeug writes it, so that the Flask views' answers are byte for byte the same.
-        start_response(f"{result.status} {HTTP_STATUS_CODES[result.status].upper()}", result.headers)
+        start_response(_STATUS_LINES[result.status], result.headers)
         return [] if method == "HEAD" else [result.body]
 
 
