@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 
+from flask import Response
 from flask import send_from_directory
 from flask_smorest import Api
 
@@ -25,6 +27,34 @@ class EnvelopeApi(Api):
         return envelope.handle_http_exception(error)
 
 
+# A key on a dark tile: /docs has no icon of its own, so browsers ask for /favicon.ico (the console
+# sets a data: icon). Scripts cannot run in an image, and the CSP keeps it so if it is opened directly.
+FAVICON = (
+    b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">'
+    b'<rect width="32" height="32" rx="6" fill="#1f2937"/>'
+    b'<circle cx="11" cy="16" r="6" fill="none" stroke="#fbbf24" stroke-width="3"/>'
+    b'<path d="M17 16h11M24 16v5M28 16v4" stroke="#fbbf24" stroke-width="3"/>'
+    b"</svg>"
+)
+FAVICON_HEADERS = {
+    "Cache-Control": "public, max-age=86400",
+    "Content-Security-Policy": "default-src 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def package_version() -> str:
+    """Return the installed apikeys package's version: the OpenAPI document's version."""
+    try:
+        return importlib.metadata.version("apikeys")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"  # run from a source tree that was never installed: serve rather than fail
+
+
+def _favicon():
+    return Response(FAVICON, mimetype="image/svg+xml", headers=FAVICON_HEADERS)
+
+
 def _swagger_ui_file(filename):
     import flask_swagger_ui  # Swagger UI's own files, pinned by the package's version
 
@@ -34,7 +64,7 @@ def _swagger_ui_file(filename):
 def init_app(app) -> None:
     """Register the API, its OpenAPI document and offline docs, and the error envelope."""
     app.config.setdefault("API_TITLE", "apikeys")
-    app.config.setdefault("API_VERSION", "1.0.0")
+    app.config.setdefault("API_VERSION", package_version())
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
@@ -45,12 +75,13 @@ def init_app(app) -> None:
     app.config.setdefault(
         "API_SPEC_OPTIONS",
         {
-            "security": [{"bearerAuth": []}],  # every route but /verify and /healthz, which say otherwise
+            "security": [{"bearerAuth": []}],  # every route but /verify, /healthz and /readyz, which say otherwise
             "components": {"securitySchemes": {"bearerAuth": bearer, "apiKey": api_key}},
         },
     )
     app.url_map.converters["anypath"] = verification_views.AnyPathConverter
     app.add_url_rule("/docs/assets/<path:filename>", "swagger_ui_file", _swagger_ui_file)
+    app.add_url_rule("/favicon.ico", "favicon", _favicon)
     api = EnvelopeApi(app)
     api.register_converter(verification_views.AnyPathConverter, lambda converter: {"type": "string"})
     for blueprint in (dashboard_views.blp, verification_views.blp, health.blp):

@@ -12,6 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from apikeys.instance import MIN_SECRET_LENGTH
+
 log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -32,10 +34,13 @@ class Text:
 
     secret: bool = False
     required: bool = False
+    shortest: int = 0  # of a value that is set: empty may still mean "generate one"
 
     def read(self, value):
         if not isinstance(value, str) or (self.required and not value.strip()):
             raise ValueError
+        if value and len(value) < self.shortest:
+            raise Refused(too_short(self.shortest))
         return value
 
     def describe(self) -> str:
@@ -100,6 +105,7 @@ class Items:
     pattern: str = r".+"
     what: str = "names"
     secret: bool = False
+    shortest: int = 0
 
     def read(self, value):
         if isinstance(value, str):
@@ -108,6 +114,8 @@ class Items:
             isinstance(item, str) and re.fullmatch(self.pattern, item) for item in value
         ):
             raise ValueError
+        if any(len(item) < self.shortest for item in value):
+            raise Refused(too_short(self.shortest, "one of its keys"))
         return list(value)
 
     def describe(self) -> str:
@@ -128,17 +136,30 @@ class DatabaseUrl:
         import sqlalchemy as sa
 
         try:
-            dialect = sa.make_url(value.strip()).get_dialect()
+            dialect = sa.make_url(postgresql_driver(value.strip())).get_dialect()
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError):
             raise ValueError from None
         try:
             dialect.import_dbapi()  # what create_engine would fail on, with a traceback, later
         except ImportError as error:
             raise Refused(f"its driver is not installed (no module {error.name}); see README.md") from None
-        return value.strip()
+        return postgresql_driver(value.strip())
 
     def describe(self) -> str:
         return "empty or a database URL such as postgresql+psycopg://user@host/db or sqlite:///apikeys.sqlite3"
+
+
+def too_short(shortest: int, what: str = "it") -> str:
+    return (
+        f"{what} has under {shortest} characters (use 48 or more random ones: "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(48))')"
+    )
+
+
+def postgresql_driver(url: str) -> str:
+    """Return a PostgreSQL URL without a driver (``postgres://`` as Heroku, Render and Fly give it) with psycopg 3's."""
+    # SQLAlchemy dropped the postgres:// alias, and would pick psycopg2 (not installed) for a bare postgresql://.
+    return re.sub(r"\Apostgres(ql)?://", "postgresql+psycopg://", url)
 
 
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
@@ -155,8 +176,10 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "APIKEYS_JWT_TENANT_CLAIM": ("tenantId", Text(required=True)),
     "APIKEYS_JWT_LEEWAY": (30, Integer(0, 600)),  # seconds a clock may be ahead: nbf and iat in the future
     "APIKEYS_JWT_MAX_LIFETIME": (DAY, Integer(0, 366 * DAY)),  # a token may not expire later than this; 0: no limit
-    "APIKEYS_VERIFIER_KEY": ("", Text(secret=True)),  # empty: generated once into the instance folder
-    "APIKEYS_VERIFIER_KEY_PREVIOUS": ([], Items(what="keys", secret=True)),  # keys digests may still be under
+    # empty: generated once into the instance folder. As long as a key file must be (instance.read_secret).
+    "APIKEYS_VERIFIER_KEY": ("", Text(secret=True, shortest=MIN_SECRET_LENGTH)),
+    # keys digests may still be under
+    "APIKEYS_VERIFIER_KEY_PREVIOUS": ([], Items(what="keys", secret=True, shortest=MIN_SECRET_LENGTH)),
     "APIKEYS_BCRYPT_ROUNDS": (12, Integer(4, 31)),
     # bcrypt hashes at once for key changes, per instance folder (every worker of a service); 0: half the cores
     "APIKEYS_HASHING_CONCURRENCY": (0, Integer(0, 1024)),

@@ -1,4 +1,4 @@
-"""/healthz: whether this host can serve, for a load balancer or an orchestrator."""
+"""/healthz and /readyz: whether this process serves, and whether this host should get traffic."""
 
 from __future__ import annotations
 
@@ -15,8 +15,19 @@ blp = Blueprint("health", __name__, description="Whether this host can serve.")
 
 
 @blp.route("/healthz")
-class Health(MethodView):
+class Liveness(MethodView):
     @blp.doc(operationId="health", security=[])
+    @blp.response(200, schemas.HealthEnvelopeSchema)
+    def get(self):
+        """Answer 200 whenever this process serves requests, without reading the database."""
+        # A liveness probe that failed with the database would have an orchestrator restart every host
+        # at once in an outage, which restarts nothing that is broken: that is /readyz's to report.
+        return {"data": {"status": "ok"}}
+
+
+@blp.route("/readyz")
+class Readiness(MethodView):
+    @blp.doc(operationId="readiness", security=[])
     @blp.response(200, schemas.HealthEnvelopeSchema)
     @blp.alt_response(503, response="SERVICE_UNAVAILABLE")
     def get(self):

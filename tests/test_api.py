@@ -336,7 +336,7 @@ def test_healthz(client):
     assert response.json == {"statusCode": 200, "data": {"status": "ok"}}
 
 
-def test_healthz_when_the_database_is_gone(tmp_path, jwt_secret):
+def test_readyz_when_the_database_is_gone(tmp_path, jwt_secret):
     from apikeys import create_app
 
     path = tmp_path / "db.sqlite3"
@@ -346,7 +346,7 @@ def test_healthz_when_the_database_is_gone(tmp_path, jwt_secret):
         instance_path=str(tmp_path / "instance"),
     )
     try:
-        response = app.test_client().get("/healthz")
+        response = app.test_client().get("/readyz")  # /healthz is liveness: it reads no database
     finally:
         extension.get_engine(app).dispose()
     assert response.status_code == 503

@@ -33,6 +33,7 @@ def test_every_route_is_documented_with_its_envelopes(client):
         "/verify",
         "/verify/{subpath}",
         "/healthz",
+        "/readyz",
     }
     error = spec["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"statusCode", "error", "message"}

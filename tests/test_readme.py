@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+import jwt
 import pytest
 
 from apikeys.cli.main import main as apikeys_cli
@@ -330,3 +331,29 @@ def test_the_curl_walkthroughs_answer_as_documented(dev_server):
     for name in ("apikeys.sqlite3", "jwt-secret", "verifier-key"):
         assert oct((instance / name).stat().st_mode & 0o777) == oct(0o600), name
     assert os.path.isfile(instance / "apikeys.sqlite3-wal")
+
+
+def walkthrough_tenant() -> str:
+    """The tenant the README's walk-through makes its keys for: its `apikeys token --tenant T`, which /verify echoes."""
+    script, expected = walkthrough(README)
+    (tenant,) = {match for line in script for match in re.findall(r"apikeys token --tenant ([^\s)]+)", line)}
+    echoed = {value for _, comment in expected for value in re.findall(r"\bX-Tenant-Id: ([^\s,]+)", comment)}
+    assert echoed == {tenant}
+    return tenant
+
+
+@pytest.mark.slow
+def test_the_console_link_make_run_prints_signs_in_as_the_walkthroughs_tenant(dev_server):
+    """After the walk-through, the console `make run` links to lists its key: one tenant for both."""
+    url, env, folder = dev_server
+    printed = (folder / "stdout").read_text()
+    # Compared as tenants only: the printed token must not reach a test report.
+    (token,) = re.findall(r"Console, signed in as '[^']*': +\S+/console#token=(\S+)", printed)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    linked = claims[DEFAULTS["APIKEYS_JWT_TENANT_CLAIM"]]
+    labels = set(re.findall(r"Token for tenant '([^']*)'|signed in as '([^']*)'", printed))
+    suggested = set(re.findall(r"Get a token: +\.venv/bin/apikeys token --tenant (\S+)", printed))
+    tenant = walkthrough_tenant()
+    assert linked == tenant
+    assert {name for pair in labels for name in pair if name} == {tenant}
+    assert suggested == {tenant}

@@ -1,5 +1,5 @@
 """The verifier key across hosts: only the service makes or records one, digests are written only under the key the
-database records, a host that has not followed an adoption keeps answering (never 500) but fails /healthz, and a
+database records, a host that has not followed an adoption keeps answering (never 500) but fails /readyz, and a
 worker that boots with such a key refuses to serve."""
 
 from __future__ import annotations
@@ -166,19 +166,19 @@ def test_a_change_of_key_in_the_documented_order_never_fails_a_host(config, tmp_
         assert digest_of(new, first["id"]).startswith(old_verifier.tag)
         assert verified_id(old, second["fullKey"]) == second["id"]
         assert bcrypt_calls == []
-        assert new.test_client().get("/healthz").status_code == 200
+        assert new.test_client().get("/readyz").status_code == 200
         # 2. Adopt the new key: hosts that have it rewrite digests to it as keys are used.
         assert new.test_cli_runner().invoke(args=["verifier-key", "adopt", "--yes"]).exit_code == 0
         assert verified_id(new, first["fullKey"]) == first["id"]
         assert digest_of(new, first["id"]).startswith(new_verifier.tag)
         # A host still on the old key alone answers correctly (bcrypt, never a 500), writes nothing back under
-        # the key the database no longer records, and tells its load balancer through /healthz.
+        # the key the database no longer records, and tells its load balancer through /readyz.
         assert verified_id(old, first["fullKey"]) == first["id"]
         assert digest_of(old, first["id"]).startswith(new_verifier.tag)
-        health = old.test_client().get("/healthz")
+        health = old.test_client().get("/readyz")
         assert health.status_code == 503
         assert health.json["code"] == "VERIFIER_KEY_MISMATCH"
-        assert new.test_client().get("/healthz").status_code == 200
+        assert new.test_client().get("/readyz").status_code == 200
         with pytest.raises(fingerprints.VerifierKeyMismatch):
             extension.prepare(old)  # and it cannot start again with that key
     finally:
@@ -208,7 +208,7 @@ def test_a_worker_that_boots_after_an_adoption_elsewhere_stops_its_host(tmp_path
         statuses = [call(server.url, "GET", "/verify", api_key=full_key)[0] for _ in range(12)]
         assert set(statuses) <= {200, 503}, statuses  # 503: a bcrypt turn was busy, with Retry-After
         assert 200 in statuses
-        assert call(server.url, "GET", "/healthz")[0] == 503
+        assert call(server.url, "GET", "/readyz")[0] == 503
         # A worker that boots now (after a crash, say) refuses, and the master stops rather than serve.
         workers = [pid for pid in children(server.process.pid)]
         assert workers

@@ -6,8 +6,11 @@ import json
 
 import click
 import sqlalchemy as sa
+from flask import Config
 from flask import current_app
+from flask.cli import ScriptInfo
 
+from apikeys import config as config_module
 from apikeys import errors
 from apikeys import keys
 from apikeys import tenants
@@ -18,6 +21,7 @@ from apikeys.verification import extension
 from apikeys.verification.extension import get_state
 
 ACTOR = operations.CLI_ACTOR
+SETTINGS_READER = "apikeys.read_settings"  # the key, in a ScriptInfo's data, of a way to read settings without an app
 
 
 class Command(click.Command):
@@ -31,12 +35,13 @@ class Command(click.Command):
         except OSError as error:  # the instance folder or a SQLite path cannot be made, say
             where = f": {error.filename}" if error.filename else ""
             raise click.ClickException(f"{error.strerror or error}{where}") from None
-        except sa.exc.OperationalError as error:
-            where = sa.make_url(
-                engine_module.database_url(current_app.config, current_app.instance_path)
-            ).render_as_string(hide_password=True)
-            problem = type(error.orig).__name__
-            raise click.ClickException(f"The database at {where} does not answer ({problem}).") from None
+        except sa.exc.DBAPIError as error:
+            # A database that is missing, does not answer, or refuses this role: what to do, in one line.
+            url = engine_module.database_url(current_app.config, current_app.instance_path)
+            message = engine_module.explain_error(error, url)
+            if message is None:  # a fault of ours keeps its traceback
+                raise
+            raise click.ClickException(message) from None
 
 
 class Group(click.Group):
@@ -87,6 +92,23 @@ def ready_state():
     """Return the app's state with its database created or upgraded, as gunicorn does at start."""
     extension.prepare(current_app)
     return get_state()
+
+
+def read_settings() -> tuple[Config, str]:
+    """Return the service's checked settings and instance folder as create_app reads them, without making anything."""
+    settings = Config(config_module.instance_path())
+    config_module.load(settings)
+    return settings, settings.root_path
+
+
+def service_settings(ctx: click.Context) -> tuple[Config, str]:
+    """Return the settings and instance folder of the service a command works on: read afresh where we can."""
+    info = ctx.ensure_object(ScriptInfo)
+    reader = info.data.get(SETTINGS_READER)
+    if reader is not None:
+        return reader()
+    app = info.load_app()  # `flask --app app` and Flask's test runner: the app exists already
+    return app.config, app.instance_path
 
 
 def plural(count: int, word: str) -> str:

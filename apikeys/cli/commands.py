@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 from flask import current_app
 from flask.cli import with_appcontext
 
+from apikeys import instance
+from apikeys import keys
 from apikeys import tokens
 from apikeys.cli.base import Command
 from apikeys.cli.base import Group
 from apikeys.cli.base import check_actor
 from apikeys.cli.base import check_tenant
+from apikeys.cli.base import service_settings
 from apikeys.cli.keys import audit_command
 from apikeys.cli.keys import keys_group
 from apikeys.storage import fingerprints
 from apikeys.storage import migrate
 from apikeys.verification import extension
 from apikeys.verification.extension import get_state
+from apikeys.verification.state import VERIFIER_KEY_FILE
 
 
 @click.command("init-db", cls=Command, short_help="Create or upgrade the database.")
@@ -86,6 +93,52 @@ def adopt_command():
     migrate.upgrade(state.engine)
     fingerprints.adopt_verifier_key(state.engine, state.verifier.fingerprint)
     click.echo(f"The database now uses verifier key {state.verifier.tag[:-1]}; restart every host with it.")
+
+
+@verifier_key_group.command("show", short_help="Print the verifier key, for a service that verifies with it.")
+@click.option("--fingerprint", is_flag=True, help="Print only the key's tag, which is safe to log and compare.")
+@click.option("--yes", is_flag=True, help="Print the key to a pipe or a file too (a terminal needs no --yes).")
+@click.pass_context
+def show_command(ctx, fingerprint, yes):
+    """Print this service's verifier key (APIKEYS_VERIFIER_KEY, else instance/verifier-key); never make one."""
+    settings, instance_path = service_settings(ctx)
+    key, source = stored_verifier_key(settings["APIKEYS_VERIFIER_KEY"], instance_path)
+    tag = keys.Verifier(key).tag[:-1]
+    if fingerprint:
+        click.echo(tag)
+        return
+    # On a terminal the operator sees what they asked for; anywhere else (a log, a CI job's output) it could
+    # stay for good, so a script says it means it.
+    if not (yes or sys.stdout.isatty()):
+        raise click.ClickException(
+            "Not printing the verifier key to a pipe or a file: add --yes to do so on purpose, "
+            "or --fingerprint for its tag alone."
+        )
+    click.echo(key)
+    click.echo(f"Verifier key {tag}, from {source}.", err=True)
+
+
+def stored_verifier_key(configured: str, instance_path: str) -> tuple[str, str]:
+    """Return the service's verifier key and where it comes from; raise ClickException when it has none yet."""
+    path = os.path.join(instance_path, VERIFIER_KEY_FILE)
+    if configured:  # given, or (in an app made already) read from the file at start
+        return configured, path if file_holds(path, configured) else "APIKEYS_VERIFIER_KEY"
+    try:
+        return instance.read_secret(path), path
+    except FileNotFoundError:
+        raise click.ClickException(
+            f"There is no verifier key: APIKEYS_VERIFIER_KEY is empty and {path} does not exist; the service makes "
+            "one when it first starts (`apikeys init-db`), in the instance folder it is started with."
+        ) from None
+
+
+def file_holds(path: str, secret: str) -> bool:
+    """Tell whether the file at ``path`` holds ``secret`` (a missing or unreadable file does not)."""
+    try:
+        with open(path, encoding="ascii") as file:
+            return file.read().strip() == secret
+    except (OSError, ValueError):
+        return False
 
 
 COMMANDS = [init_db_command, db_group, token_command, keys_group, audit_command, verifier_key_group]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 from flask.cli import ScriptInfo
 
+from apikeys.cli.base import SETTINGS_READER
 from apikeys.cli.base import Group
+from apikeys.cli.base import read_settings
 from apikeys.cli.commands import COMMANDS
 from apikeys.factory import create_app
 from apikeys.server.serve import serve_command
@@ -22,6 +24,8 @@ def main(ctx):
     """apikeys: a self-hosted API-key service. Settings come from APIKEYS_* variables (see README.md)."""
     if not isinstance(ctx.obj, ScriptInfo):  # Flask's test runner hands its own in
         ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False, load_dotenv_defaults=False)
+        # For a command that must make nothing (the app would make a verifier key on a fresh instance).
+        ctx.obj.data[SETTINGS_READER] = read_settings
 
 
 for _command in [serve_command, *COMMANDS]:

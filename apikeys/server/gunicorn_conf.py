@@ -44,16 +44,20 @@ def on_starting(server):
     """Check the settings and get the database ready once, in the master, before any worker serves."""
     import tempfile
 
+    import sqlalchemy as sa
+
     from apikeys import create_app
     from apikeys.config import ConfigError
     from apikeys.dashboard import importing
     from apikeys.errors import ApiKeysError
+    from apikeys.storage import engine as engine_module
     from apikeys.verification import extension
 
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers add up their metrics in files here (prometheus-client's multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="apikeys-metrics-")
         server.apikeys_metrics_dir = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    app = None
     try:
         app = create_app()
         extension.prepare(app)
@@ -65,6 +69,12 @@ def on_starting(server):
             server.log.info("Seeded %d keys from %s (%d already there).", created, seed, unchanged)
     except (ConfigError, ApiKeysError, RuntimeError, OSError) as error:
         sys.exit(f"apikeys cannot start: {error}")  # one line, not a traceback
+    except sa.exc.DBAPIError as error:  # a database that is missing, silent, or refuses this role
+        url = app and engine_module.database_url(app.config, app.instance_path)
+        message = url and engine_module.explain_error(error, url)
+        if not message:  # a fault of ours keeps its traceback
+            raise
+        sys.exit(f"apikeys cannot start: {message}")
     extension.get_engine(app).dispose()  # workers open their own connections after the fork
     server.apikeys_app = app
 
@@ -117,7 +127,7 @@ def when_ready(server):
         f"  API docs:      {base}/docs   (OpenAPI: {base}/openapi.json)",
         f"  Console:       {base}/console",
         f"  Data:          {database}   (instance folder: {app.instance_path})",
-        "  Get a token:   .venv/bin/apikeys token --tenant acme",
+        "  Get a token:   .venv/bin/apikeys token --tenant dev",
     ]
     if os.environ.get("APIKEYS_DEV"):
         from apikeys.tokens import issue_token
