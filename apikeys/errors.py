@@ -81,6 +81,20 @@ class InvalidApiKey(VerificationError):
     code, message = "INVALID_API_KEY", "The API key is not valid."
 
 
+class AmbiguousApiKey(VerificationError):
+    code, label = "AMBIGUOUS_API_KEY", "ambiguous"
+    message = "X-Api-Key and Authorization: Bearer carry two different keys; send one."
+
+
+class NotAnApiKey(InvalidApiKey):
+    # A JWT sent where a key belongs (the dashboard's token, most often): its own label, a client to set right.
+    code, label = "NOT_AN_API_KEY", "not_an_api_key"
+    message = (
+        "This is a JWT, such as a dashboard token; /verify checks an API key"
+        " in X-Api-Key or Authorization: Bearer pk_..."
+    )
+
+
 class VerificationBusy(VerificationError):
     # Only a key without a digest (written before digests existed) needs bcrypt, one check per host at a time.
     status = 503

@@ -67,6 +67,16 @@ def _cases(keys):
     yield "GET", "/verify?environment=", {"X-Api-Key": live}
     yield "GET", "/verify?scope=", {"X-Api-Key": live}
     yield "GET", "/verify?scope=read&scope=", {"X-Api-Key": live}
+    # The key in Authorization: Bearer, alone or beside X-Api-Key; a JWT there; another scheme.
+    yield "GET", "/verify", {"Authorization": f"Bearer {live}"}
+    yield "GET", "/verify/x?scope=admin", {"Authorization": f"bearer {live}"}
+    yield "GET", "/verify", {"Authorization": f"Bearer {keys['off']}"}
+    yield "GET", "/verify", {"Authorization": "Bearer nope"}
+    yield "GET", "/verify", {"X-Api-Key": live, "Authorization": f"Bearer {live}"}
+    yield "GET", "/verify", {"X-Api-Key": live, "Authorization": f"Bearer {keys['test']}"}
+    yield "GET", "/verify", {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"}
+    yield "GET", "/verify", {"X-Api-Key": live, "Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln"}
+    yield "GET", "/verify", {"Authorization": "Basic YWxpY2U6c2VjcmV0"}
     # Paths that only begin like /verify are not /verify: the Flask app's 404, with or without a key.
     for path in NOT_VERIFY:
         yield "GET", path, {"X-Api-Key": live}

@@ -96,6 +96,10 @@ def test_every_result_counts_once_under_its_own_label(app, client, auth, make_ke
         "expired": client.get("/verify", headers={"X-Api-Key": expired["fullKey"]}),
         "wrong_environment": client.get("/verify?environment=test", headers={"X-Api-Key": key["fullKey"]}),
         "insufficient_scope": client.get("/verify?scope=admin", headers={"X-Api-Key": key["fullKey"]}),
+        "not_an_api_key": client.get("/verify", headers={"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.c2ln"}),
+        "ambiguous": client.get(
+            "/verify", headers={"X-Api-Key": key["fullKey"], "Authorization": f"Bearer {disabled['fullKey']}"}
+        ),
     }
     monkeypatch.setattr(keys, "check_secret", slow_check)
     with ThreadPoolExecutor(1) as pool:
@@ -114,6 +118,8 @@ def test_every_result_counts_once_under_its_own_label(app, client, auth, make_ke
         "expired": (403, "API_KEY_EXPIRED"),
         "wrong_environment": (403, "WRONG_ENVIRONMENT"),
         "insufficient_scope": (403, "INSUFFICIENT_SCOPE"),
+        "not_an_api_key": (401, "NOT_AN_API_KEY"),
+        "ambiguous": (401, "AMBIGUOUS_API_KEY"),
         "busy": (503, "VERIFICATION_BUSY"),
     }
     assert set(metrics.RESULTS) == {code or "VALID" for _, code in codes.values()}  # every result exercised here

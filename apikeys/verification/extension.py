@@ -63,13 +63,16 @@ def verify_api_key(full_key: str | None, environment: str | None = None, scopes=
 
 
 def require_api_key(environment=None, *, scopes=None):
-    """Decorate a view so that it runs only for a valid X-Api-Key (granting ``scopes``); the key is on ``g.api_key``."""
+    """Decorate a view to run only for a valid key (X-Api-Key or Authorization: Bearer); it is on ``g.api_key``."""
     required = _required(scopes)  # a scope outside the grammar fails here, at import, not on a request
 
     def decorator(view):
         @functools.wraps(view)
         def wrapper(*args, **kwargs):
-            g.api_key = verify_key(get_state(), request.headers.get(headers.API_KEY), environment, required)
+            presented = headers.presented_key(
+                request.headers.get(headers.API_KEY), request.headers.get(headers.AUTHORIZATION)
+            )
+            g.api_key = verify_key(get_state(), presented, environment, required)
             return view(*args, **kwargs)
 
         return wrapper

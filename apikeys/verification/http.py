@@ -30,6 +30,7 @@ from apikeys.verification.core import VerifiedKey
 from apikeys.verification.core import verify_key
 
 _KEY = "HTTP_" + headers.API_KEY.upper().replace("-", "_")
+_AUTHORIZATION = "HTTP_" + headers.AUTHORIZATION.upper()
 _REQUIRED_SCOPES = "HTTP_" + headers.REQUIRED_SCOPES.upper().replace("-", "_")
 _timestamp = Timestamp()._serialize
 # The same compact JSON as the app's provider, from one encoder made once (json.dumps makes one a call).
@@ -60,7 +61,7 @@ def verify_path(environ) -> str | None:
 
 
 def answer(state, environ, *, forwarded: bool) -> Answer:
-    """Verify the request's X-Api-Key against what it requires, and count the answer in the metrics by result.
+    """Verify the request's key (X-Api-Key or Authorization: Bearer) against what it requires; count the answer.
 
     ``forwarded``: a path below /verify/, where Envoy's ext_authz appends the client's own path and
     query string: there the query is the client's, and nothing is read from it.
@@ -73,7 +74,11 @@ def answer(state, environ, *, forwarded: bool) -> Answer:
     except errors.ApiKeysError as error:  # the request's own requirements are malformed: not a verification
         return _error(error)
     try:
-        verified = verify_key(state, environ.get(_KEY), environment, required)
+        key = environ.get(_KEY)
+        authorization = environ.get(_AUTHORIZATION)  # one lookup: X-Api-Key alone costs no more than that
+        if authorization is not None:
+            key = headers.presented_key(key, authorization)
+        verified = verify_key(state, key, environment, required)
     except errors.VerificationError as error:
         metrics.count_verification(state, error.label, time.perf_counter() - started)
         return _error(error)
@@ -138,7 +143,11 @@ def identity_answer(verified: VerifiedKey) -> tuple[str, list[tuple[str, str]]]:
 
 
 def _error(error: errors.ApiKeysError) -> Answer:
-    return _envelope(error.status, error.message, error.code, error.errors, list(error.headers().items()))
+    extra = list(error.headers().items())
+    if error.code:  # the refusal in headers too: nginx's auth_request keeps /verify's headers, not its body
+        # The message as the body writes it between its quotes, so that a proxy can put it back there as it is.
+        extra += [(headers.ERROR_CODE, error.code), (headers.ERROR_MESSAGE, json.dumps(error.message)[1:-1])]
+    return _envelope(error.status, error.message, error.code, error.errors, extra)
 
 
 def _envelope(status: int, message: str, code=None, field_errors=None, extra=()) -> Answer:

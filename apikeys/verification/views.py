@@ -32,14 +32,14 @@ class AnyPathConverter(PathConverter):
 
 
 def verify_from_query():
-    """Verify the API key in X-Api-Key, of any environment or the one asked for; any method."""
+    """Verify the key in X-Api-Key or Authorization: Bearer, of any environment or the one asked; any method."""
     return _respond(forwarded=False)
 
 
 # Envoy's ext_authz appends the client's whole request path, query string included,
 # to /verify: there the query belongs to the client, so nothing is read from it.
 def verify_forwarded(subpath: str = ""):
-    """Verify the API key in X-Api-Key for a proxy that forwards the original path; any method."""
+    """Verify the key in X-Api-Key or Authorization: Bearer, for a proxy forwarding the original path."""
     return _respond(forwarded=True)
 
 
@@ -89,7 +89,7 @@ def _documented(view, *, query: bool):
 @blp.route("/verify")
 class Verification(MethodView):
     def get(self):
-        """Verify the API key in X-Api-Key, of any environment or the one asked for; any method."""
+        """Verify the key in X-Api-Key or Authorization: Bearer, of any environment or the one asked; any method."""
         return verify_from_query()
 
     _documented(get, query=True)
@@ -99,7 +99,7 @@ class Verification(MethodView):
 @blp.route("/verify/<anypath:subpath>", merge_slashes=False)
 class ForwardedVerification(MethodView):
     def get(self, subpath):
-        """Verify the API key in X-Api-Key for a proxy that forwards the original path; any method."""
+        """Verify the key in X-Api-Key or Authorization: Bearer, for a proxy forwarding the original path."""
         return verify_forwarded(subpath)
 
     _documented(get, query=False)

@@ -39,7 +39,8 @@ def test_traefik_example_settings():
         assert address.path == TRAEFIK_VERIFY_PATH
         assert address.query == ("" if name == "apikeys" else "scope=admin:users")
         assert auth["trustForwardHeader"] is False
-        assert auth["authRequestHeaders"] == ["X-Api-Key"]  # none of the client's other headers reach /verify
+        # The key (in X-Api-Key or Authorization: Bearer); none of the client's other headers reach /verify.
+        assert auth["authRequestHeaders"] == ["X-Api-Key", "Authorization"]
         assert auth["authResponseHeaders"] == list(IDENTITY_HEADERS)
     routers = data["http"]["routers"]
     assert routers
@@ -52,7 +53,7 @@ def test_traefik_example_settings():
         for header, value in middlewares["apikeys-clean"]["headers"]["customRequestHeaders"].items()
         if value == ""
     }
-    assert {"X-Api-Key", *PROXY_HEADERS} <= removed
+    assert {"X-Api-Key", "Authorization", *PROXY_HEADERS} <= removed
     for router in routers.values():
         assert router["middlewares"] == [router["middlewares"][0], "apikeys-clean"]
 
@@ -99,7 +100,12 @@ def test_envoy_example_settings():
     ext_authz = manager["http_filters"][1]["typed_config"]
     assert ext_authz["@type"].endswith("ext_authz.v3.ExtAuthz")
     assert ext_authz["failure_mode_allow"] is False
-    assert ext_authz["allowed_headers"]["patterns"] == [{"exact": "x-api-key"}]  # the key and nothing else
+    # The key (in X-Api-Key or Authorization: Bearer) and nothing else.
+    assert ext_authz["allowed_headers"]["patterns"] == [{"exact": "x-api-key"}, {"exact": "authorization"}]
+    # Neither reaches the application.
+    (host,) = manager["route_config"]["virtual_hosts"]
+    for route in host["routes"]:
+        assert {"x-api-key", "authorization"} <= set(route["request_headers_to_remove"])
     service = ext_authz["http_service"]
     assert service["path_prefix"] == ENVOY_PATH_PREFIX
     upstream = service["authorization_response"]["allowed_upstream_headers"]["patterns"]

@@ -89,7 +89,7 @@ def test_envoy_ext_authz_request_for_any_path(service, path):
 
 
 @pytest.fixture(scope="module")
-def envoy(verify_recorder, application, workdir):
+def envoy(request, verify_recorder, application, workdir):
     """The shipped Envoy example in front of ``application``, asking the running apikeys (through the recorder)."""
     program = find_program("envoy")
     if program is None:
@@ -97,8 +97,8 @@ def envoy(verify_recorder, application, workdir):
         if os.environ.get("APIKEYS_REQUIRE_ENVOY") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    directory = workdir / "envoy"
-    directory.mkdir()
+    directory = workdir / "envoy" / request.module.__name__  # a folder per module that runs this fixture
+    directory.mkdir(parents=True)
     port = free_port()
     recorder_port = verify_recorder.server_address[1]
     application_port = application.server_address[1]

@@ -34,11 +34,12 @@ def nginx_site(apikeys_port: int, application_port: int, listen_port: int) -> st
 
 
 @pytest.fixture(scope="module")
-def nginx(nginx_program, verify_recorder, application, workdir):
+def nginx(request, nginx_program, verify_recorder, application, workdir):
     """The shipped nginx example in front of ``application``, asking the running apikeys (through the recorder)."""
     port = free_port()
     site = nginx_site(urllib.parse.urlsplit(verify_recorder.url).port, application.server_address[1], port)
-    server = Nginx(nginx_program, workdir / "nginx", site, port)
+    # A folder per module that runs this fixture (tests/forward_auth/test_bearer.py does too).
+    server = Nginx(nginx_program, workdir / "nginx" / request.module.__name__, site, port)
     try:
         server.start()
         yield Proxy(server.url, application)

@@ -102,7 +102,17 @@ def production(nginx_program, application, workdir):
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [("/healthz", 200), ("/openapi.json", 200), ("/docs", 200), ("/dashboard/api-keys", 401), ("/verify", 404)],
+    [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/favicon.ico", 200),
+        ("/console", 200),
+        ("/openapi.json", 200),
+        ("/docs", 200),
+        ("/dashboard/api-keys", 401),
+        ("/verify", 404),
+        ("/metrics", 404),
+    ],
 )
 def test_the_keys_server_passes_apikeys_own_paths_only(production, path, status):
     answer = send(production.url, "GET", path, {"Host": KEYS_HOST, "X-Api-Key": production.key.full_key})

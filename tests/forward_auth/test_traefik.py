@@ -90,7 +90,7 @@ def test_traefik_address_can_require_an_environment(service):
 
 
 @pytest.fixture(scope="module")
-def traefik(verify_recorder, application, workdir):
+def traefik(request, verify_recorder, application, workdir):
     """The shipped Traefik example in front of ``application``, asking the running apikeys (through the recorder)."""
     program = find_program("traefik")
     if program is None:
@@ -98,8 +98,8 @@ def traefik(verify_recorder, application, workdir):
         if os.environ.get("APIKEYS_REQUIRE_TRAEFIK") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    directory = workdir / "traefik"
-    directory.mkdir()
+    directory = workdir / "traefik" / request.module.__name__  # a folder per module that runs this fixture
+    directory.mkdir(parents=True)
     dynamic = render(TRAEFIK_EXAMPLE, {"http://apikeys:8000": verify_recorder.url}, count=2)  # two middlewares
     dynamic = render_text(dynamic, TRAEFIK_EXAMPLE.name, {"http://my-api:9000": application.url})
     (directory / "dynamic.yml").write_text(dynamic)

@@ -20,7 +20,7 @@ class EchoHandler(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             # Should a key ever get through, the test sees that it did, never what it was.
-            "headers": [(n, "<redacted>" if n.lower() == "x-api-key" else v) for n, v in self.headers.items()],
+            "headers": [(n, _redacted(n, v)) for n, v in self.headers.items()],
             "body": body.decode("latin-1"),
         }
         self.server.record(received)
@@ -86,7 +86,8 @@ class RecorderHandler(BaseHTTPRequestHandler):
 
 
 def _redacted(name: str, value: str) -> str:
-    return "<redacted>" if name.lower().replace("_", "-") == "x-api-key" else value
+    # A key travels in X-Api-Key or as `Authorization: Bearer <key>`.
+    return "<redacted>" if name.lower().replace("_", "-") in ("x-api-key", "authorization") else value
 
 
 class VerifyRecorder(ThreadingHTTPServer):
