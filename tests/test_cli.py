@@ -70,7 +70,7 @@ def test_keys_commands_on_another_tenants_key_fail(runner, make_key, command):
     key = make_key(tenant="acme")
     result = invoke(runner, "keys", command, "--tenant", "globex", key["id"])
     assert result.exit_code != 0
-    assert result.output == "Error: API key not found.\n"
+    assert result.output == f"Error: No API key {key['id']} for tenant globex.\n"
 
 
 @pytest.mark.parametrize(

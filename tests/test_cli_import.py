@@ -199,6 +199,6 @@ def test_gunicorn_seeds_keys_at_start(database_url, tmp_path):
     assert status == 200
     assert (body["data"]["tenantId"], body["data"]["name"]) == ("dev", "Seeded")
     logs = server.logs()
-    assert "Seeded 1 keys" in logs
+    assert "Seeded 1 key from" in logs
     leaked = secret_of(full_key) in logs
     assert not leaked

@@ -210,9 +210,21 @@ def test_listing_first_on_a_fresh_instance(fresh, command):
 @pytest.mark.parametrize(
     ("command", "code", "output"),
     [
-        (["keys", "toggle", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
-        (["keys", "regenerate", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
-        (["keys", "delete", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"], 1, "Error: API key not found."),
+        (
+            ["keys", "toggle", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"],
+            1,
+            "Error: No API key key_aaaaaaaaaaaaaaaa for tenant acme.",
+        ),
+        (
+            ["keys", "regenerate", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"],
+            1,
+            "Error: No API key key_aaaaaaaaaaaaaaaa for tenant acme.",
+        ),
+        (
+            ["keys", "delete", "--tenant", "acme", "key_aaaaaaaaaaaaaaaa"],
+            1,
+            "Error: No API key key_aaaaaaaaaaaaaaaa for tenant acme.",
+        ),
         (["db", "upgrade"], 0, "Database is at head."),
         (["token", "--tenant", "acme"], 0, "eyJ"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 import sqlalchemy as sa
@@ -30,6 +31,8 @@ class Command(click.Command):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except errors.KeyNotFound as error:
+            raise click.ClickException(key_not_found(ctx, error)) from None
         except (errors.ApiKeysError, ConfigError, RuntimeError) as error:
             raise click.ClickException(str(error)) from None
         except OSError as error:  # the instance folder or a SQLite path cannot be made, say
@@ -44,11 +47,47 @@ class Command(click.Command):
             raise click.ClickException(message) from None
 
 
+class OneLineUsageError(click.UsageError):
+    """A usage error said in one line like every other error: without click's Usage and Try lines."""
+
+    def show(self, file=None):
+        click.echo(f"Error: {self.format_message()}", file=file, err=True)
+
+
+def one_line(error: click.UsageError) -> click.UsageError:
+    """Return ``error`` as a OneLineUsageError, with its message and exit code (2)."""
+    if type(error).show is not click.UsageError.show:  # `apikeys` alone shows its help: keep that
+        return error
+    one = OneLineUsageError(error.format_message(), error.ctx)
+    one.exit_code = error.exit_code
+    return one
+
+
 class Group(click.Group):
-    """A group whose commands are Commands."""
+    """A group whose commands are Commands, and whose usage errors (its commands' too) are one line."""
 
     command_class = Command
     group_class = type  # subgroups are Groups too
+
+    def make_context(self, *args, **kwargs):
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as error:
+            raise one_line(error) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as error:  # a subcommand's bad option, a missing one, an unknown command
+            raise one_line(error) from None
+
+
+def key_not_found(ctx: click.Context, error: errors.KeyNotFound) -> str:
+    """Say which key of which tenant was not found, from the command's own KEY_ID and --tenant."""
+    key_id, tenant = ctx.params.get("key_id"), ctx.params.get("tenant")
+    if not key_id or not tenant:
+        return str(error)
+    return f"No API key {''.join(map(json_escape, key_id))} for tenant {tenant}."  # escaped: it is free text
 
 
 def check_tenant(ctx, param, value):
@@ -109,6 +148,48 @@ def service_settings(ctx: click.Context) -> tuple[Config, str]:
         return reader()
     app = info.load_app()  # `flask --app app` and Flask's test runner: the app exists already
     return app.config, app.instance_path
+
+
+def use_database_url(ctx: click.Context, url: str) -> None:
+    """Make ``url`` this run's APIKEYS_DATABASE_URL (read with the other settings), and restore it when the run ends."""
+    rule = config_module.DatabaseUrl()
+    try:
+        rule.read(url)
+    except config_module.Refused as error:  # the URL may carry a password: never repeated
+        raise click.BadParameter(f"is not usable: {error}.", param_hint="--database-url") from None
+    except ValueError:
+        raise click.BadParameter(f"must be {rule.describe()}.", param_hint="--database-url") from None
+    before = os.environ.get("APIKEYS_DATABASE_URL")
+    os.environ["APIKEYS_DATABASE_URL"] = url
+
+    def restore() -> None:  # for a caller that runs several commands in one process (tests, scripts)
+        if before is None:
+            os.environ.pop("APIKEYS_DATABASE_URL", None)
+        else:
+            os.environ["APIKEYS_DATABASE_URL"] = before
+
+    ctx.call_on_close(restore)
+
+
+def take_database_url(ctx: click.Context, param, value: str | None) -> None:
+    if value is None:
+        return
+    info = ctx.find_object(ScriptInfo)
+    if info is None or SETTINGS_READER not in info.data:  # `flask --app app` has read its settings already
+        raise click.UsageError("--database-url is an option of `apikeys`; under `flask`, set APIKEYS_DATABASE_URL.")
+    use_database_url(ctx, value)
+
+
+DATABASE_URL_HELP = "The database to work on in this run; beats APIKEYS_DATABASE_URL."
+# On each command that uses the database, and on `apikeys` itself: both spellings a script may reach for.
+database_url_option = click.option(
+    "--database-url",
+    metavar="URL",
+    expose_value=False,
+    is_eager=True,
+    callback=take_database_url,
+    help=DATABASE_URL_HELP,
+)
 
 
 def plural(count: int, word: str) -> str:

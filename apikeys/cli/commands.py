@@ -16,6 +16,7 @@ from apikeys.cli.base import Command
 from apikeys.cli.base import Group
 from apikeys.cli.base import check_actor
 from apikeys.cli.base import check_tenant
+from apikeys.cli.base import database_url_option
 from apikeys.cli.base import service_settings
 from apikeys.cli.keys import audit_command
 from apikeys.cli.keys import keys_group
@@ -27,6 +28,7 @@ from apikeys.verification.state import VERIFIER_KEY_FILE
 
 
 @click.command("init-db", cls=Command, short_help="Create or upgrade the database.")
+@database_url_option
 @with_appcontext
 def init_db_command():
     """Create the database, or upgrade it to the newest schema, and say what it did and where."""
@@ -49,17 +51,43 @@ def db_group():
 
 
 @db_group.command("upgrade")
+@database_url_option
 @click.argument("revision", default="head")
 @with_appcontext
 def db_upgrade_command(revision):
     """Upgrade the schema to REVISION (default: the newest)."""
+    from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
     try:
         migrate.upgrade(get_state().engine, revision)
     except CommandError as error:  # an unknown revision, say
         raise click.ClickException(str(error)) from None
+    # Alembic's upgrade to an older revision does nothing: say so rather than name a revision the database is not at.
+    current = migrate.current_revision(get_state().engine)
+    script = None if revision.startswith(("+", "-")) else ScriptDirectory.from_config(migrate.alembic_config(None))
+    wanted = script and script.get_revision(revision)  # a relative revision (+1) names none to compare with
+    if script and current != (wanted and wanted.revision):
+        older = wanted.revision if wanted else "base"
+        raise click.ClickException(f"The database is at {current}, newer than {older}: apikeys does not downgrade.")
     click.echo(f"Database is at {revision}.")
+
+
+@db_group.command("current", short_help='Print the schema revision, or "no schema".')
+@database_url_option
+@with_appcontext
+def db_current_command():
+    """Print the schema revision (with "(head)" if it is the newest), or "no schema"."""
+    revision = migrate.current_revision(get_state().engine)
+    newest = migrate.history()[0][0]
+    click.echo("no schema" if revision is None else f"{revision} (head)" if revision == newest else revision)
+
+
+@db_group.command("history")
+def db_history_command():
+    """List the schema revisions this version knows, newest first."""
+    for revision, description in migrate.history():
+        click.echo(f"{revision} {description}")
 
 
 @click.command("token", cls=Command, short_help="Print a signed JWT for a tenant.")
@@ -83,6 +111,7 @@ def verifier_key_group():
 
 
 @verifier_key_group.command("adopt", short_help="Make this host's verifier key the database's.")
+@database_url_option
 @click.confirmation_option(
     prompt="Hosts with another key will refuse to start; keep the old one in APIKEYS_VERIFIER_KEY_PREVIOUS. Adopt?"
 )

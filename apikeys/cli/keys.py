@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 from flask.cli import with_appcontext
 
@@ -12,12 +10,15 @@ from apikeys import keys
 from apikeys.cli.base import ACTOR
 from apikeys.cli.base import Command
 from apikeys.cli.base import Group
+from apikeys.cli.base import database_url_option
 from apikeys.cli.base import echo_json
 from apikeys.cli.base import environment_option
 from apikeys.cli.base import key_id_argument
 from apikeys.cli.base import plural
 from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
+from apikeys.cli.policy import read_meta
+from apikeys.cli.policy import update_command
 from apikeys.dashboard import importing
 from apikeys.dashboard import operations
 from apikeys.storage import queries
@@ -29,6 +30,7 @@ def keys_group():
 
 
 @keys_group.command("create")
+@database_url_option
 @tenant_option
 @click.option("--name", required=True, help="A display name, at most 100 characters.")
 @environment_option
@@ -43,10 +45,7 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
 
     body = {"name": name, "environment": environment, "scopes": list(scopes), "expiresAt": expires_at}
     if meta is not None:
-        try:
-            body["meta"] = json.loads(meta)
-        except (ValueError, RecursionError):
-            raise click.BadParameter("must be a JSON object.", param_hint="--meta") from None
+        body["meta"] = read_meta(meta)
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
@@ -55,6 +54,7 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
 
 
 @keys_group.command("list")
+@database_url_option
 @tenant_option
 @with_appcontext
 def list_command(tenant):
@@ -66,7 +66,48 @@ def list_command(tenant):
     echo_json(KeySchema(many=True).dump(rows))
 
 
+@keys_group.command("get")
+@database_url_option
+@tenant_option
+@key_id_argument
+@with_appcontext
+def get_command(tenant, key_id):
+    """Print one of a tenant's keys as JSON (never its secret)."""
+    from apikeys.schemas import KeySchema
+
+    echo_json(KeySchema().dump(operations.get_key(ready_state(), tenant, key_id)))
+
+
+keys_group.add_command(update_command)
+
+
+def set_active(tenant: str, key_id: str, active: bool) -> None:
+    changed = operations.set_active(ready_state(), tenant, ACTOR, key_id, active)
+    echo_json({"id": key_id, "active": active, "changed": changed})
+
+
+@keys_group.command("enable", short_help="Enable a key; an enabled key stays as it is.")
+@database_url_option
+@tenant_option
+@key_id_argument
+@with_appcontext
+def enable_command(tenant, key_id):
+    """Enable a key; an enabled one stays as it is ("changed": false)."""
+    set_active(tenant, key_id, True)
+
+
+@keys_group.command("disable", short_help="Disable a key; a disabled key stays as it is.")
+@database_url_option
+@tenant_option
+@key_id_argument
+@with_appcontext
+def disable_command(tenant, key_id):
+    """Disable a key; a disabled one stays as it is ("changed": false)."""
+    set_active(tenant, key_id, False)
+
+
 @keys_group.command("toggle")
+@database_url_option
 @tenant_option
 @key_id_argument
 @with_appcontext
@@ -76,6 +117,7 @@ def toggle_command(tenant, key_id):
 
 
 @keys_group.command("regenerate")
+@database_url_option
 @tenant_option
 @key_id_argument
 @click.option("--grace-period", type=click.IntRange(0, 604800), help="Seconds the old secret keeps working.")
@@ -89,6 +131,7 @@ def regenerate_command(tenant, key_id, grace_period):
 
 
 @keys_group.command("delete")
+@database_url_option
 @tenant_option
 @key_id_argument
 @with_appcontext
@@ -106,6 +149,7 @@ def generate_command(environment):
 
 
 @keys_group.command("import", short_help="Import keys known in advance from a JSON file.")
+@database_url_option
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @with_appcontext
 def import_command(file):
@@ -120,6 +164,7 @@ def import_command(file):
 
 
 @click.command("audit", cls=Command)
+@database_url_option
 @tenant_option
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many entries.")
 @with_appcontext

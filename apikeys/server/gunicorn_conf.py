@@ -66,7 +66,8 @@ def on_starting(server):
             with open(seed, encoding="utf-8") as file:
                 entries = importing.read_import_file(file.read(), seed)
             created, unchanged = importing.import_keys(app.extensions["apikeys"], entries)
-            server.log.info("Seeded %d keys from %s (%d already there).", created, seed, unchanged)
+            seeded = "1 key" if created == 1 else f"{created} keys"
+            server.log.info("Seeded %s from %s (%d already there).", seeded, seed, unchanged)
     except (ConfigError, ApiKeysError, RuntimeError, OSError) as error:
         sys.exit(f"apikeys cannot start: {error}")  # one line, not a traceback
     except sa.exc.DBAPIError as error:  # a database that is missing, silent, or refuses this role

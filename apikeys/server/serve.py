@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
+import socket
 import sys
 
 import click
@@ -29,6 +31,31 @@ def bind_address(host: str, port: int) -> str:
     except ValueError:
         pass  # a name, or an address already in brackets
     return f"{host}:{port}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address gunicorn could not bind: else it retries for seconds with a dozen log lines."""
+    if host.startswith("unix:"):
+        return
+    address = host.strip("[]")
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a name: gunicorn binds it as IPv4 too
+    # Bound as gunicorn binds (SO_REUSEADDR, so a port in TIME_WAIT is free), then let go at once. Another process
+    # may still take the port before gunicorn does: then gunicorn's own retries and errors are what remain.
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                other = port + 1 if port < 65535 else port - 1
+                reason = f"port {port} on {host} is in use (another apikeys? `PORT={other} make run`)"
+            else:  # a name that does not resolve, an address not on this host, a port below 1024
+                reason = f"cannot listen on {host} port {port}: {error.strerror or error}"
+            click.echo(f"apikeys cannot start: {reason}", err=True)
+            raise click.exceptions.Exit(1) from None
 
 
 def _check_settings() -> None:
@@ -59,6 +86,7 @@ def _check_settings() -> None:
 def serve_command(host, port, workers, dev, seed):
     """Serve the API with gunicorn; the database is created or upgraded first."""
     _check_settings()
+    check_port(host, port)
     if not is_loopback(host):
         click.echo(
             f"Warning: serving on {host} directly. gunicorn's workers can be held by slow clients: put a buffering "

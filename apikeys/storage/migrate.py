@@ -12,12 +12,20 @@ from apikeys.storage.fingerprints import check_verifier_key
 MIGRATION_LOCK = 0x61706B6579
 
 
-def alembic_config(connection: sa.Connection) -> Config:
-    """Return an Alembic configuration that runs on ``connection``."""
+def alembic_config(connection: sa.Connection | None = None) -> Config:
+    """Return an Alembic configuration that runs on ``connection`` (None: one that only reads the scripts)."""
     config = Config()
     config.set_main_option("script_location", "apikeys.storage:migrations")
     config.attributes["connection"] = connection
     return config
+
+
+def history() -> list[tuple[str, str]]:
+    """Return every schema revision, newest first, each with its one-line description."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    return [(script.revision, script.doc) for script in scripts.walk_revisions()]
 
 
 def _lock_for_migration(connection: sa.Connection) -> None:
