@@ -74,7 +74,8 @@ class VerificationError(ApiKeysError):
 
 
 class MissingApiKey(VerificationError):
-    code, message, label = "MISSING_API_KEY", "An API key is required in the X-Api-Key header.", "missing"
+    code, label = "MISSING_API_KEY", "missing"
+    message = "An API key is required, in the X-Api-Key header or as Authorization: Bearer."
 
 
 class InvalidApiKey(VerificationError):

@@ -692,7 +692,7 @@ def test_keys_create_names_a_bad_scope(runner):
         args=["keys", "create", "--tenant", "acme", "--name", "x", "--environment", "live", "--scope", "bad scope"]
     )
     assert result.exit_code == 2
-    assert result.output.splitlines()[-1].startswith("Error: scopes[0]: Must be 1 to 64 of")
+    assert result.output.splitlines()[-1].startswith("Error: --scope #1: Must be 1 to 64 of")  # the option typed
 
 
 @pytest.mark.parametrize("path", ["/verify", "/verify/orders/1"])

@@ -110,3 +110,23 @@ def test_db_upgrade_to_an_older_revision_refuses_in_one_line(app, runner):
     assert result.exit_code == 1
     assert result.output == f"Error: The database is at {head}, newer than 0001: apikeys does not downgrade.\n"
     assert migrate.current_revision(extension.get_engine(app)) == head
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--expires-at", "2000-01-01T00:00:00Z"], "Error: --expires-at: Must be in the future."),
+        (["--scope", "ok", "--scope", "bad scope"], "Error: --scope #2: Must be 1 to 64 of A-Z a-z 0-9 _ . : * -."),
+        (["--meta", "[1]"], "Error: --meta: Not a valid mapping type."),
+    ],
+)
+def test_keys_create_names_the_option_not_the_api_field(tmp_path, options, message):
+    """The command line's user typed --expires-at, not expiresAt: the one line names what they typed."""
+    env = {**inherited_env(), "HOME": str(tmp_path), "APIKEYS_INSTANCE_PATH": str(tmp_path / "instance")}
+    command = [str(Path(sys.executable).parent / "apikeys"), "keys", "create", "--tenant", "acme", "--name", "k"]
+    result = subprocess.run(
+        [*command, "--environment", "live", *options], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if "WARNING" not in line]
+    assert lines == [message]

@@ -528,7 +528,7 @@ def test_decorator_refuses_in_the_envelope(protected, make_key):
     assert missing.json == {
         "statusCode": 401,
         "error": "Unauthorized",
-        "message": "An API key is required in the X-Api-Key header.",
+        "message": "An API key is required, in the X-Api-Key header or as Authorization: Bearer.",
         "code": "MISSING_API_KEY",
     }
     assert missing.headers["WWW-Authenticate"] == 'ApiKey realm="apikeys"'

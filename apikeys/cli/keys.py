@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 from flask.cli import with_appcontext
 
-from apikeys import envelope
 from apikeys import keys
 from apikeys.cli.base import ACTOR
 from apikeys.cli.base import Command
@@ -17,6 +16,7 @@ from apikeys.cli.base import key_id_argument
 from apikeys.cli.base import plural
 from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
+from apikeys.cli.policy import option_errors
 from apikeys.cli.policy import read_meta
 from apikeys.cli.policy import update_command
 from apikeys.dashboard import importing
@@ -49,7 +49,7 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        raise click.UsageError(envelope.one_line(getattr(error, "messages", {}))) from None
+        raise click.UsageError(option_errors(getattr(error, "messages", {}))) from None  # named by option
     echo_json(CreatedKeySchema().dump(operations.create_key(ready_state(), tenant, ACTOR, **fields)))
 
 
