@@ -57,7 +57,7 @@ def render_site(apikeys_port: int, application_port: int, listen_port: int) -> s
         PRODUCTION_EXAMPLE,
         {
             "server 127.0.0.1:8000;": f"server 127.0.0.1:{apikeys_port};",
-            "server 127.0.0.1:9000;": f"server 127.0.0.1:{application_port};",
+            "server 127.0.0.1:3000;": f"server 127.0.0.1:{application_port};",
         },
     )
     placeholder = "listen 8080;"

@@ -27,7 +27,7 @@ def nginx_site(apikeys_port: int, application_port: int, listen_port: int) -> st
         NGINX_EXAMPLE,
         {
             "server 127.0.0.1:8000;": f"server 127.0.0.1:{apikeys_port};",
-            "server 127.0.0.1:9000;": f"server 127.0.0.1:{application_port};",
+            "server 127.0.0.1:3000;": f"server 127.0.0.1:{application_port};",
             "listen 8080;": f"listen 127.0.0.1:{listen_port};",
         },
     )
