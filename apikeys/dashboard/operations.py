@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import timedelta
 
-import sqlalchemy as sa
-
 from apikeys import keys
 from apikeys.dashboard import limits
 from apikeys.errors import KeyChanged
 from apikeys.errors import KeyNotFound
 from apikeys.storage import queries
-from apikeys.storage.tables import api_keys
 from apikeys.storage.tables import utcnow
 
 CLI_ACTOR = "cli"
@@ -115,13 +112,9 @@ def toggle_key(state, tenant: str, actor: str | None, key_id: str) -> bool:
 
 def set_active(state, tenant: str, actor: str | None, key_id: str, active: bool) -> bool:
     """Enable or disable a key; tell whether it changed (only a change is audited). Raise KeyNotFound."""
-    values = {"active": active}
-    if not active:  # as toggle_key: disabling ends a previous secret's grace period too
-        values.update(previous_secret_hash=None, previous_secret_digest=None, previous_expires_at=None)
-    # One conditional UPDATE: two concurrent calls cannot both see a change, so one audit entry at most.
-    owned = sa.and_(api_keys.c.id == key_id, api_keys.c.tenant_id == tenant, api_keys.c.active != active)
     with state.engine.begin() as conn:
-        if conn.execute(sa.update(api_keys).where(owned).values(**values)).rowcount == 1:
+        # One conditional UPDATE: two concurrent calls cannot both see a change, so one audit entry at most.
+        if queries.set_active(conn, tenant, key_id, active):
             queries.add_audit_entry(conn, tenant, "key.enabled" if active else "key.disabled", key_id, actor, utcnow())
             return True
         if queries.get_key(conn, tenant, key_id) is None:

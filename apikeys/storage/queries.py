@@ -111,6 +111,18 @@ def toggle_key(conn: sa.Connection, tenant_id: str, key_id: str) -> bool | None:
     return conn.execute(statement).scalar_one_or_none()
 
 
+def set_active(conn: sa.Connection, tenant_id: str, key_id: str, active: bool) -> bool:
+    """Set a key's active flag unless it has it already, in one statement; tell whether it changed.
+
+    Disabling also ends a previous secret's grace period, as toggle_key does.
+    """
+    values = {"active": active}
+    if not active:
+        values.update(previous_secret_hash=None, previous_secret_digest=None, previous_expires_at=None)
+    statement = sa.update(api_keys).where(_owned(tenant_id, key_id), api_keys.c.active != active).values(**values)
+    return conn.execute(statement).rowcount == 1
+
+
 def delete_key(conn: sa.Connection, tenant_id: str, key_id: str) -> bool:
     """Delete a key; tell whether there was one."""
     return conn.execute(sa.delete(api_keys).where(_owned(tenant_id, key_id))).rowcount == 1
