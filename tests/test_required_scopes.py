@@ -144,3 +144,19 @@ def test_repeated_header_lines_through_gunicorn_require_every_scope(tmp_path, da
         assert status_of("/verify/admin", ["orders:", "admin:users"]) == 403
         assert status_of("/verify?scope=orders:a%20admin", []) == 403
         assert status_of("/verify?scope=", []) == 400
+
+
+HOSTILE = ["", "[" * 10000, "\x1b[2J", "café", ",,,", "orders:read " * 2000, "e" * 9000]
+
+
+@pytest.mark.parametrize("value", HOSTILE, ids=["empty", "10k-brackets", "esc", "non-ascii", "commas", "long", "9k"])
+def test_hostile_header_values_are_a_4xx_envelope_never_a_5xx(client, orders_key, value):
+    """What a client may put in the headers /verify reads: every answer is a 4xx envelope or a grant, never a fault."""
+    wire = value.encode().decode("latin1")  # as the bytes arrive over HTTP
+    scopes = client.get("/verify", headers={"X-Api-Key": orders_key, HEADER: wire})
+    bearer = client.get("/verify", headers={"Authorization": "Bearer " + wire})
+    assert scopes.status_code in (200, 400, 403)
+    assert bearer.status_code == 401 and bearer.json["code"] in ("MISSING_API_KEY", "INVALID_API_KEY")
+    for response in (scopes, bearer):
+        assert response.mimetype == "application/json"
+        assert "sk_" not in response.get_data(as_text=True)
