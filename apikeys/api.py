@@ -13,6 +13,7 @@ from apikeys import envelope
 from apikeys import health
 from apikeys import schemas
 from apikeys.dashboard import limits
+from apikeys.dashboard import usage_views  # noqa: F401 (its routes join the dashboard's blueprint)
 from apikeys.dashboard import views as dashboard_views
 from apikeys.verification import headers
 from apikeys.verification import views as verification_views

@@ -72,13 +72,24 @@ def _flatten_locations(errors: dict) -> dict:
     flat = {}
     for location, fields in errors.items():
         if isinstance(fields, dict):
-            flat.update({field: _messages(messages) for field, messages in fields.items()})
+            for field, messages in fields.items():
+                _flatten_field(field, messages, flat)
         else:
             flat[location] = fields
     for key in ("json", "_schema"):
         if key in flat and isinstance(flat[key], list):
             flat["body"] = [_BODY_MESSAGES.get(message, message) for message in flat.pop(key)]
     return flat
+
+
+def _flatten_field(field: str, messages, flat: dict) -> None:
+    """Name a nested object's fields with dots (``rateLimit.limit``); its own problems go under its name."""
+    if isinstance(messages, dict) and messages and all(isinstance(name, str) for name in messages):
+        for name, texts in messages.items():
+            _flatten_field(field if name == "_schema" else f"{field}.{name}", texts, flat)
+        return
+    texts = [_BODY_MESSAGES.get(text, text) if field != "json" else text for text in _messages(messages)]
+    flat.setdefault(field, []).extend(texts)
 
 
 def _messages(messages) -> list[str]:

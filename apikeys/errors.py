@@ -60,9 +60,10 @@ class VerificationError(ApiKeysError):
     message = "The API key is not valid."
     label = "invalid"
 
-    def __init__(self, message: str | None = None, *, retry_after: int | None = None):
+    def __init__(self, message: str | None = None, *, retry_after: int | None = None, limits: dict | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+        self.limits = limits or {}  # the key's RateLimit-* and quota headers, on a refusal by its limits
 
     def headers(self) -> dict[str, str]:
         headers = {}
@@ -70,7 +71,7 @@ class VerificationError(ApiKeysError):
             headers["WWW-Authenticate"] = 'ApiKey realm="apikeys"'
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
-        return headers
+        return headers | self.limits
 
 
 class MissingApiKey(VerificationError):
@@ -122,6 +123,25 @@ class WrongEnvironment(VerificationError):
 class InsufficientScope(VerificationError):
     status, code, message = 403, "INSUFFICIENT_SCOPE", "The API key does not grant the required scopes."
     label = "insufficient_scope"
+
+
+class RateLimited(VerificationError):
+    status, code, label = 429, "RATE_LIMITED", "rate_limited"
+    message = "The API key has reached its rate limit; retry after the time in Retry-After."
+
+
+class UsageExceeded(VerificationError):
+    status, code, label = 429, "USAGE_EXCEEDED", "usage_exceeded"
+    message = "The API key has too few credits left for this request."
+
+
+class RateLimitUnavailable(VerificationError):
+    # Only with APIKEYS_RATE_LIMIT_ON_ERROR=closed; with "open" the key is served without its limit.
+    status, code, label = 503, "RATE_LIMIT_UNAVAILABLE", "rate_limit_unavailable"
+    message = "The rate-limit store does not answer; retry in a second."
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message, retry_after=1)
 
 
 class HashingBusy(ApiKeysError):

@@ -35,6 +35,8 @@ class VerificationMetrics:
         self.duration = Histogram(
             "apikeys_verification_duration_seconds", "Time to verify a key at /verify.", buckets=BUCKETS
         )
+        # Every verification of a rate-limited key the counter store failed (or was skipped after a failure) for.
+        self.rate_limit_errors = Counter("apikeys_rate_limit_errors", "Rate-limit store failures, per verification.")
 
 
 def count_verification(state, label: str, seconds: float) -> None:

@@ -29,11 +29,12 @@ class Timestamp(fields.DateTime):
         return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
-class FutureTimestamp(Timestamp):
-    """A time with a zone (Z or an offset), in the future; read as UTC."""
+class ZonedTimestamp(Timestamp):
+    """A time with a zone (Z or an offset), within the years 1 to 9999 in UTC; read as UTC."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if not isinstance(value, str) or len(value) > 40:
+        # Printable ASCII only: Python's parser lets some other characters through (a NUL before the zone).
+        if not isinstance(value, str) or len(value) > 40 or not (value.isascii() and value.isprintable()):
             raise ma.ValidationError("Must be an ISO-8601 time such as 2026-12-31T00:00:00.000Z.")
         try:
             moment = datetime.fromisoformat(value)
@@ -45,6 +46,14 @@ class FutureTimestamp(Timestamp):
             moment = moment.astimezone(UTC)
         except OverflowError:  # 9999-12-31T23:59:59-23:59 is in the year 10000 in UTC
             raise ma.ValidationError("Must lie within the years 1 to 9999 in UTC.") from None
+        return moment
+
+
+class FutureTimestamp(ZonedTimestamp):
+    """A time with a zone (Z or an offset), in the future; read as UTC."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        moment = super()._deserialize(value, attr, data, **kwargs)
         if moment <= datetime.now(UTC):
             raise ma.ValidationError("Must be in the future.")
         return moment

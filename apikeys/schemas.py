@@ -7,6 +7,13 @@ from marshmallow import fields
 from marshmallow import validate
 
 from apikeys.keys import ENVIRONMENTS
+from apikeys.limit_schemas import LimitsShown
+from apikeys.limit_schemas import QuotaSchema  # noqa: F401 (apikeys.schemas.QuotaSchema)
+from apikeys.limit_schemas import QuotaStateSchema
+from apikeys.limit_schemas import RateLimitSchema  # noqa: F401 (apikeys.schemas.RateLimitSchema)
+from apikeys.limit_schemas import RateLimitStateSchema
+from apikeys.limit_schemas import quota_field
+from apikeys.limit_schemas import rate_limit_field
 from apikeys.schema_fields import MAX_NAME_LENGTH
 from apikeys.schema_fields import NAME_PATTERN
 from apikeys.schema_fields import FutureTimestamp
@@ -35,6 +42,8 @@ class CreateKeySchema(ma.Schema):
     expiresAt = FutureTimestamp(attribute="expires_at", allow_none=True, load_default=None)
     scopes = Scopes(load_default=list)
     meta = Meta(load_default=dict)
+    rateLimit = rate_limit_field(load_default=None, metadata={"description": "null (the default): no rate limit."})
+    quota = quota_field(load_default=None, metadata={"description": "null (the default): unlimited."})
 
 
 class UpdateKeySchema(ma.Schema):
@@ -42,11 +51,13 @@ class UpdateKeySchema(ma.Schema):
     expiresAt = FutureTimestamp(attribute="expires_at", allow_none=True, metadata={"description": "null: never."})
     scopes = Scopes()
     meta = Meta()
+    rateLimit = rate_limit_field(metadata={"description": "null: no rate limit."})
+    quota = quota_field(metadata={"description": "Replaces the quota (its remaining credits too); null: unlimited."})
 
     @ma.validates_schema
     def not_empty(self, data, **kwargs):
         if not data:
-            raise ma.ValidationError("Give at least one of name, expiresAt, scopes, meta.")
+            raise ma.ValidationError("Give at least one of name, expiresAt, scopes, meta, rateLimit, quota.")
 
 
 class RegenerateSchema(ma.Schema):
@@ -63,7 +74,7 @@ class PageArgsSchema(ma.Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=MAX_LIMIT))
 
 
-class KeySchema(ma.Schema):
+class KeySchema(LimitsShown):
     id = fields.String(required=True, metadata={"example": "key_3xV9q2LmZ8aB1cD4"})
     name = fields.String(required=True)
     environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS))
@@ -74,9 +85,11 @@ class KeySchema(ma.Schema):
     expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
     scopes = fields.List(fields.String(), required=True)
     meta = fields.Dict(required=True)
+    rateLimit = rate_limit_field(required=True)
+    quota = quota_field(required=True)
 
 
-class CreatedKeySchema(ma.Schema):
+class CreatedKeySchema(LimitsShown):
     id = fields.String(required=True)
     name = fields.String(required=True)
     environment = fields.String(required=True, validate=validate.OneOf(ENVIRONMENTS))
@@ -90,6 +103,8 @@ class CreatedKeySchema(ma.Schema):
     expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
     scopes = fields.List(fields.String(), required=True)
     meta = fields.Dict(required=True)
+    rateLimit = rate_limit_field(required=True)
+    quota = quota_field(required=True)
 
 
 class RegeneratedKeySchema(ma.Schema):
@@ -118,6 +133,11 @@ class VerifiedKeySchema(ma.Schema):
     scopes = fields.List(fields.String(), required=True)
     meta = fields.Dict(required=True)
     expiresAt = Timestamp(required=True, allow_none=True, attribute="expires_at")
+    rateLimit = fields.Nested(
+        RateLimitStateSchema,
+        metadata={"description": "Only for a key with a rate limit: its window after this request."},
+    )
+    quota = fields.Nested(QuotaStateSchema, metadata={"description": "Only for a key with a quota."})
 
 
 class AuditEntrySchema(ma.Schema):

@@ -1,5 +1,6 @@
 """`make bench`: apikeys' /verify under its own gunicorn configuration against a plain Flask app under plain gunicorn.
 
+In the same rounds bench.limits measures keys with a rate limit (embedded store, Redis) and a quota.
 Prints one markdown report on stdout (progress on stderr); with ``--write docs/benchmarks.md``
 it also replaces the generated part of that file. Everything runs on 127.0.0.1 in a
 temporary directory that is removed at the end; the load generator is wrk.
@@ -9,19 +10,22 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import secrets
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench import limits
 from bench import report
+from bench import usage
+from bench.load import STARTED
+from bench.load import create_keys
+from bench.load import log
+from bench.load import wrk
 from bench.servers import Gunicorn
 from bench.servers import call
 from bench.servers import service_env
@@ -29,13 +33,7 @@ from bench.servers import token_for
 
 HERE = Path(__file__).resolve().parent
 TENANT = "bench"
-STARTED = time.monotonic()
 TARGET_RATIO = 0.8  # issue 9: /verify at least 0.8 x the plain baseline
-
-
-def log(message: str) -> None:
-    """Say what the benchmark is doing, on stderr."""
-    print(f"[bench {time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -59,54 +57,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if shutil.which("wrk") is None:
         parser.error("wrk is not installed: `apt-get install wrk` (make bench does it)")
     return args
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """Return the CPU seconds (user + system) that process group ``pid`` (master and workers) has used."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[2]) == pid:
-                ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def wrk(server: Gunicorn, path: str, seconds: float, args, keys: list[str] = (), tmp: Path | None = None) -> dict:
-    """Run wrk against ``server`` (X-Api-Key values round-robin from ``keys``); return req/s, latency, errors."""
-    env = dict(os.environ)
-    if keys:
-        keys_file = tmp / f"keys-{secrets.token_hex(4)}.txt"
-        keys_file.touch(mode=0o600)
-        keys_file.write_text("\n".join(keys) + "\n")
-        env["BENCH_KEYS_FILE"] = str(keys_file)
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout", "10s"]
-    command += ["-s", str(HERE / "wrk_report.lua"), server.url + path]
-    cpu = server_cpu_seconds(server.process.pid)
-    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    cpu = server_cpu_seconds(server.process.pid) - cpu
-    run = json.loads(next(line for line in out.splitlines() if line.startswith("BENCH_JSON "))[len("BENCH_JSON ") :])
-    run["rps"] = run["requests"] / (run["duration_us"] / 1e6)
-    run["cpu_ms"] = 1000 * cpu / run["requests"] if run["requests"] else 0.0
-    return run
-
-
-def create_keys(base: str, token: str, count: int) -> list[dict]:
-    """Create ``count`` keys through POST /dashboard/api-keys, four at a time."""
-
-    def create(number: int) -> dict:
-        for _ in range(60):
-            fields = {"name": f"bench {number}", "environment": "test"}
-            status, body = call(base, "POST", "/dashboard/api-keys", token=token, body=fields)
-            if status != 503:
-                break
-            time.sleep(1)  # the host's hashing slots were taken (Retry-After: 1)
-        if status != 201:
-            raise RuntimeError(f"creating a key answered {status}")
-        return body["data"]
-
-    with ThreadPoolExecutor(4) as pool:
-        return list(pool.map(create, range(count)))
 
 
 def wrong_keys(created: list[dict], per_key: int) -> list[str]:
@@ -184,11 +134,18 @@ def measure(args, tmp: Path) -> dict:
         wrk(plain, "/plain", 2, args)
         wrk(bare, "/bare", 2, args)
         wrk(service, "/verify", 2, args, [warm], tmp)
+        limited = limits.LimitedKeys(stack, tmp, env, args, service, token)
+        limited.warm_up()
+        counting_off = usage.UsageOff(stack, tmp, env, args, warm)
+        counting_off.run(2)
         for number in range(1, args.rounds + 1):
-            log(f"round {number}/{args.rounds}: baseline, ceiling, then apikeys /verify ({args.duration:g} s each)")
+            log(f"round {number}/{args.rounds}: baseline, ceiling, apikeys /verify, limited keys ({args.duration:g} s)")
             results["baseline"].append(wrk(plain, "/plain", args.duration, args))
             results["ceiling"].append(wrk(bare, "/bare", args.duration, args))
             results["verify"].append(wrk(service, "/verify", args.duration, args, [warm], tmp))
+            results.setdefault("usage_off", []).append(counting_off.run(args.duration))
+            limited.measure_round(results)
+        results["limit_counts"] = limited.counted()
 
         log(f"cold against warm: {args.keys} just-written keys, one request at a time")
         results["cold"] = timed_verifications(service.url, [key["fullKey"] for key in cold])
@@ -276,6 +233,8 @@ def render(results: dict, args, machine: dict[str, str]) -> str:
             f"**apikeys `/verify` ÷ ceiling (a bare WSGI callable, same gunicorn): {verify_rps / ceiling_rps:.2f}**"
             f" ({verify_rps:,.0f} ÷ {ceiling_rps:,.0f} req/s); per round:"
             f" {', '.join(f'{r:.2f}' for r in ceiling_rounds)}.",
+            limits.headline(results),
+            usage.headline(results),
             "### apikeys `/verify` against the baseline",
             f"wrk, {args.threads} threads, {args.connections} connections, {args.duration:g} s per run after a 2 s"
             f" warm-up, from the same machine; every server `-w {args.workers}` sync workers, measured in turn"
@@ -289,6 +248,7 @@ def render(results: dict, args, machine: dict[str, str]) -> str:
                 ],
             ),
             report.table(["Run", "Server", "req/s", "p50 ms", "p90 ms", "p99 ms", "server CPU ms/req"], every),
+            *limits.render(results, args),
             "### Cold and warm keys",
             f"{args.keys} keys created through the API just before, each verified once and then again, one request at"
             " a time on a new connection (client-side milliseconds); the last row is the key of the load runs.",

@@ -43,7 +43,7 @@ def database_url(request, tmp_path):
     url = request.getfixturevalue("postgres_url")
     engine = sa.create_engine(url)
     with engine.begin() as conn:
-        for table in (tables.api_keys, tables.audit_log, tables.settings):
+        for table in (tables.api_keys, tables.audit_log, tables.settings, tables.usage_buckets):
             conn.execute(table.delete())
     engine.dispose()
     return url
@@ -67,6 +67,9 @@ def config(database_url, jwt_secret):
         "APIKEYS_JWT_SECRET": jwt_secret,
         "APIKEYS_BCRYPT_ROUNDS": 4,
         "APIKEYS_VERIFIER_KEY": VERIFIER_KEY,
+        # Usage counts are written when a test asks (get_state(app).usage.flush()) or the app is done: never by
+        # a thread during a later test on the same database.
+        "APIKEYS_USAGE_FLUSH_SECONDS": 3600,
     }
 
 
@@ -74,7 +77,10 @@ def config(database_url, jwt_secret):
 def app(config, tmp_path):
     app = create_app(config, instance_path=str(tmp_path / "instance"))
     yield app
-    extension.get_engine(app).dispose()
+    state = extension.get_state(app)
+    if state.usage is not None:
+        state.usage.stop()
+    state.engine.dispose()
 
 
 @pytest.fixture

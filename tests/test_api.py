@@ -13,7 +13,7 @@ from apikeys.verification import extension
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-POLICY = ["expiresAt", "scopes", "meta"]  # the key policy's fields, after every reference field
+POLICY = ["expiresAt", "scopes", "meta", "rateLimit", "quota"]  # the key policy's fields, after every reference field
 
 
 def rows(app):

@@ -93,7 +93,7 @@ def test_init_db_is_idempotent(runner):
         result = invoke(runner, "init-db")
         assert result.exit_code == 0
         assert result.output.startswith("The database at sqlite:///") or "postgresql" in result.output
-        assert "is up to date (schema 0002)" in result.output
+        assert "is up to date (schema 0004)" in result.output
 
 
 def test_console_script_and_flask_cli_reach_the_same_commands(tmp_path):
@@ -138,4 +138,4 @@ def test_db_upgrade_reaches_the_newest_migration(app, runner):
     result = invoke(runner, "db", "upgrade")
     assert result.exit_code == 0, result.output
     with extension.get_engine(app).connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one() == "0004"

@@ -239,14 +239,14 @@ def test_db_current_says_no_schema_then_the_revision(tmp_path):
 def test_db_current_on_a_migrated_database(runner):
     result = invoke(runner, "db", "current")
     assert result.exit_code == 0, result.output
-    assert result.output == "0002 (head)\n"
+    assert result.output == "0004 (head)\n"
 
 
 def test_db_history_lists_every_revision_newest_first(runner):
     result = invoke(runner, "db", "history")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert [line.split()[0] for line in lines] == ["0002", "0001"]
+    assert [line.split()[0] for line in lines] == ["0004", "0003", "0002", "0001"]
     assert lines[-1] == "0001 The first schema: the api_keys table."
 
 

@@ -113,7 +113,7 @@ EXAMPLES = parse_reference(reference_text())
 
 
 # Fields apikeys adds to the reference's answers (key policy); a client of the reference ignores them.
-ADDITIVE_FIELDS = {"expiresAt", "scopes", "meta"}
+ADDITIVE_FIELDS = {"expiresAt", "scopes", "meta", "rateLimit", "quota"}
 
 
 def json_type(value) -> str:

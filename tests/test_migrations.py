@@ -106,6 +106,13 @@ def test_upgrades_a_database_of_the_first_release(engine, app):
         "expires_at": None,
         "scopes": [],
         "meta": {},
+        # No rate limit and no quota (0003).
+        "rate_limit": None,
+        "rate_limit_period": None,
+        "quota_remaining": None,
+        "quota_refill_amount": None,
+        "quota_refill_interval": None,
+        "quota_refilled_at": None,
     }
     assert full_row.tenant_id == "acme"
     assert full_row.secret_digest is None  # 0001 had no digests: the first verification takes bcrypt
@@ -139,7 +146,7 @@ def test_init_db_twice_is_idempotent(runner, engine, monkeypatch):
 
     second = runner.invoke(main, ["init-db"])
     assert second.exit_code == 0, second.output
-    assert "is up to date (schema 0002)." in second.output
+    assert "is up to date (schema 0004)." in second.output
     with engine.connect() as conn:
         assert current_revision(conn) == head_revision(conn)
         assert conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one() == 1

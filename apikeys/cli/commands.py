@@ -20,6 +20,7 @@ from apikeys.cli.base import database_url_option
 from apikeys.cli.base import service_settings
 from apikeys.cli.keys import audit_command
 from apikeys.cli.keys import keys_group
+from apikeys.cli.usage import usage_command
 from apikeys.storage import fingerprints
 from apikeys.storage import migrate
 from apikeys.verification import extension
@@ -170,7 +171,7 @@ def file_holds(path: str, secret: str) -> bool:
         return False
 
 
-COMMANDS = [init_db_command, db_group, token_command, keys_group, audit_command, verifier_key_group]
+COMMANDS = [init_db_command, db_group, token_command, keys_group, audit_command, usage_command, verifier_key_group]
 
 
 def init_app(app) -> None:

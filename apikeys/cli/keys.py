@@ -16,6 +16,9 @@ from apikeys.cli.base import key_id_argument
 from apikeys.cli.base import plural
 from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
+from apikeys.cli.limits import create_options
+from apikeys.cli.limits import limits_body
+from apikeys.cli.limits import load_limits
 from apikeys.cli.policy import option_errors
 from apikeys.cli.policy import read_meta
 from apikeys.cli.policy import update_command
@@ -37,8 +40,9 @@ def keys_group():
 @click.option("--expires-at", help="An ISO-8601 time with a zone, such as 2026-12-31T00:00:00Z.")
 @click.option("--scope", "scopes", multiple=True, help="A scope the key grants; repeat for several.")
 @click.option("--meta", help="A JSON object of at most 4 KiB.")
+@create_options
 @with_appcontext
-def create_command(tenant, name, environment, expires_at, scopes, meta):
+def create_command(tenant, name, environment, expires_at, scopes, meta, rate_limit, quota, quota_refill):
     """Create a key and print it, secret included (shown once)."""
     from apikeys.schemas import CreatedKeySchema
     from apikeys.schemas import CreateKeySchema
@@ -46,10 +50,14 @@ def create_command(tenant, name, environment, expires_at, scopes, meta):
     body = {"name": name, "environment": environment, "scopes": list(scopes), "expiresAt": expires_at}
     if meta is not None:
         body["meta"] = read_meta(meta)
+    limits, problems = load_limits(limits_body(rate_limit, quota, quota_refill))
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        raise click.UsageError(option_errors(getattr(error, "messages", {}))) from None  # named by option
+        problems.insert(0, option_errors(getattr(error, "messages", {})))
+    if problems:
+        raise click.UsageError("; ".join(problems)) from None  # named by option
+    fields.update(limits)
     echo_json(CreatedKeySchema().dump(operations.create_key(ready_state(), tenant, ACTOR, **fields)))
 
 

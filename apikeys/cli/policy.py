@@ -1,4 +1,4 @@
-"""``apikeys keys update``: change a key's name, scopes, expiry or metadata, checked as the API checks them."""
+"""``apikeys keys update``: change a key's name, scopes, expiry, metadata or limits, checked as the API checks them."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from apikeys.cli.base import echo_json
 from apikeys.cli.base import key_id_argument
 from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
+from apikeys.cli.limits import limits_body
+from apikeys.cli.limits import load_limits
+from apikeys.cli.limits import update_options
 from apikeys.dashboard import operations
 
 # The API's field names, as this command's options spell them: an error names what the user typed.
@@ -44,11 +47,18 @@ def _nth(index) -> str:
     return f"#{index + 1}" if isinstance(index, int) else f"[{index}]"
 
 
+# The limits' options come last, after the sentence that scripts written before them may look for.
+NOTHING_GIVEN = (
+    "--name, --scope, --no-scopes, --expires-at, --no-expiry, --meta. "
+    "Or of --rate-limit, --no-rate-limit, --quota (with --quota-refill), --no-quota."
+)
+
+
 def exclusive(first: str, second: str) -> click.UsageError:
     return click.UsageError(f"{first} and {second} cannot go together.")
 
 
-@click.command("update", cls=Command, short_help="Change a key's name, scopes, expiry or metadata.")
+@click.command("update", cls=Command, short_help="Change a key's name, scopes, expiry, metadata or limits.")
 @database_url_option
 @tenant_option
 @key_id_argument
@@ -58,9 +68,10 @@ def exclusive(first: str, second: str) -> click.UsageError:
 @click.option("--expires-at", help="A new expiry: an ISO-8601 time with a zone, in the future.")
 @click.option("--no-expiry", is_flag=True, help="Let the key never expire.")
 @click.option("--meta", help="New metadata, replacing the old: a JSON object of at most 4 KiB.")
+@update_options
 @with_appcontext
-def update_command(tenant, key_id, name, scopes, no_scopes, expires_at, no_expiry, meta):
-    """Change a key's name, scopes, expiry or metadata and print it; what is not given stays."""
+def update_command(tenant, key_id, name, scopes, no_scopes, expires_at, no_expiry, meta, **limit_options):
+    """Change a key's name, scopes, expiry, metadata or limits and print it; what is not given stays."""
     from apikeys.schemas import KeySchema
     from apikeys.schemas import UpdateKeySchema
 
@@ -77,10 +88,15 @@ def update_command(tenant, key_id, name, scopes, no_scopes, expires_at, no_expir
         body["expiresAt"] = expires_at
     if meta is not None:
         body["meta"] = read_meta(meta)
-    if not body:
-        raise click.UsageError("Give at least one of --name, --scope, --no-scopes, --expires-at, --no-expiry, --meta.")
+    limits = limits_body(**limit_options)
+    if not body and not limits:
+        raise click.UsageError(f"Give at least one of {NOTHING_GIVEN}")
+    changes, problems = load_limits(limits)
     try:
-        changes = UpdateKeySchema().load(body)
+        # A change of limits alone leaves nothing for UpdateKeySchema, which refuses an empty body.
+        changes.update(UpdateKeySchema().load(body) if body else {})
     except Exception as error:  # marshmallow.ValidationError
-        raise click.UsageError(option_errors(getattr(error, "messages", {}))) from None
+        problems.insert(0, option_errors(getattr(error, "messages", {})))
+    if problems:
+        raise click.UsageError("; ".join(problems))
     echo_json(KeySchema().dump(operations.update_key(ready_state(), tenant, ACTOR, key_id, changes)))

@@ -9,11 +9,14 @@ import marshmallow as ma
 import sqlalchemy as sa
 
 from apikeys import keys
+from apikeys import limits as key_limits
 from apikeys import tenants
 from apikeys.dashboard import limits
 from apikeys.envelope import one_line
 from apikeys.errors import KeyImportError
 from apikeys.schemas import CreateKeySchema
+from apikeys.schemas import QuotaSchema
+from apikeys.schemas import RateLimitSchema
 from apikeys.storage import queries
 from apikeys.storage.tables import utcnow
 from apikeys.verification import secrets
@@ -22,7 +25,7 @@ CLI_ACTOR = "cli"
 
 
 def read_import_file(text: str, source: str) -> list[dict]:
-    """Read an import file's JSON list of {tenant, name, environment, fullKey}; raise KeyImportError."""
+    """Read an import file's JSON list of {tenant, name, environment, fullKey, ...}; raise KeyImportError."""
     try:
         entries = json.loads(text)
     except (ValueError, RecursionError) as error:
@@ -40,11 +43,14 @@ def read_import_file(text: str, source: str) -> list[dict]:
         if not tenants.is_valid(entry["tenant"]):
             raise KeyImportError(f"Entry {number}: tenant must be {tenants.RULE}.")
         policy = {name: entry[name] for name in ("expiresAt", "scopes", "meta") if name in entry}
+        key_policy, problems = _load_limits(entry)
         try:
             fields = CreateKeySchema().load({"name": entry["name"], "environment": entry["environment"], **policy})
         except ma.ValidationError as error:
-            problems = one_line(error.messages)
-            raise KeyImportError(f"Entry {number}: {problems}") from None
+            problems.insert(0, one_line(error.messages))
+        if problems:
+            raise KeyImportError(f"Entry {number}: {'; '.join(problems)}") from None
+        fields.update(key_policy)
         parsed = keys.parse_full_key(entry["fullKey"])
         if parsed is None:
             raise KeyImportError(f"Entry {number}: fullKey is not a well-formed apikeys key (format or checksum).")
@@ -52,6 +58,24 @@ def read_import_file(text: str, source: str) -> list[dict]:
             raise KeyImportError(f"Entry {number}: fullKey is a {parsed.environment} key, but environment is not.")
         loaded.append({"number": number, "tenant": entry["tenant"], "parsed": parsed, **fields})
     return loaded
+
+
+def _load_limits(entry: dict) -> tuple[dict, list[str]]:
+    """Check an entry's rateLimit and quota (the API's JSON; null or absent: none); return (policy, errors)."""
+    if entry.get("rateLimit") is None and entry.get("quota") is None:
+        return {}, []
+    schemas = {"rateLimit": ("rate_limit", RateLimitSchema), "quota": ("quota", QuotaSchema)}
+    loaded, problems = {"rate_limit": None, "quota": None}, []
+    for field, (attribute, schema) in schemas.items():
+        if entry.get(field) is None:
+            continue
+        try:
+            loaded[attribute] = schema().load(entry[field])
+        except ma.ValidationError as error:
+            messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
+            named = {field if part == "_schema" else f"{field}.{part}": texts for part, texts in messages.items()}
+            problems.append(one_line(named))
+    return loaded, problems
 
 
 def import_keys(state, entries: list[dict], actor: str | None = CLI_ACTOR) -> tuple[int, int]:
@@ -110,6 +134,7 @@ def _insert_imported(state, hashed: list, actor: str | None, now) -> None:
                 expires_at=entry["expires_at"],
                 scopes=entry["scopes"],
                 meta=entry["meta"],
+                **key_limits.columns({"rate_limit": entry.get("rate_limit"), "quota": entry.get("quota")}, now),
             )
             queries.add_audit_entry(conn, entry["tenant"], "key.imported", key_id, actor, now)
         limits.check_counts(state, conn, Counter(entry["tenant"] for entry, _ in hashed), named=True, inserted=True)

@@ -11,6 +11,7 @@ from collections import Counter
 from datetime import timedelta
 
 from apikeys import keys
+from apikeys import limits as key_limits
 from apikeys.dashboard import limits
 from apikeys.errors import KeyChanged
 from apikeys.errors import KeyNotFound
@@ -29,7 +30,7 @@ def _new_secret(state, environment: str) -> tuple[str, dict]:
 
 
 def create_key(state, tenant: str, actor: str | None, name: str, environment: str, **policy) -> dict:
-    """Create a key (``policy``: expires_at, scopes, meta) and return it with its secret, shown this once."""
+    """Create a key (``policy``: expires_at, scopes, meta, rate_limit, quota); return it with its secret, shown once."""
     limits.check_room(state, Counter({tenant: 1}), named=False)
     secret, stored = _new_secret(state, environment)
     now = utcnow()
@@ -43,6 +44,7 @@ def create_key(state, tenant: str, actor: str | None, name: str, environment: st
         "expires_at": policy.get("expires_at"),
         "scopes": list(policy.get("scopes") or []),
         "meta": dict(policy.get("meta") or {}),
+        **key_limits.columns({"rate_limit": policy.get("rate_limit"), "quota": policy.get("quota")}, now),
     }
     with state.engine.begin() as conn:
         limits.lock_tenants(conn, [tenant])
@@ -63,11 +65,14 @@ def get_key(state, tenant: str, key_id: str):
 
 
 def update_key(state, tenant: str, actor: str | None, key_id: str, changes: dict):
-    """Change a key's name, expiry, scopes or metadata and return it; raise KeyNotFound."""
+    """Change a key's name, expiry, scopes, metadata, rate limit or quota and return it; raise KeyNotFound."""
+    now = utcnow()
+    values = {name: value for name, value in changes.items() if name not in ("rate_limit", "quota")}
+    values |= key_limits.columns(changes, now)
     with state.engine.begin() as conn:
-        if not queries.update_key(conn, tenant, key_id, changes):
+        if not queries.update_key(conn, tenant, key_id, values):
             raise KeyNotFound()
-        queries.add_audit_entry(conn, tenant, "key.updated", key_id, actor, utcnow())
+        queries.add_audit_entry(conn, tenant, "key.updated", key_id, actor, now)
         return queries.get_key(conn, tenant, key_id)
 
 

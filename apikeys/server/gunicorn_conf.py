@@ -20,6 +20,7 @@ __all__ = [
     "on_starting",
     "post_worker_init",
     "when_ready",
+    "worker_exit",
     "workers",
 ]
 
@@ -76,6 +77,9 @@ def on_starting(server):
         if not message:  # a fault of ours keeps its traceback
             raise
         sys.exit(f"apikeys cannot start: {message}")
+    from apikeys.ratelimit import stores
+
+    server.log.info(stores.describe(app.config, app.instance_path))
     extension.get_engine(app).dispose()  # workers open their own connections after the fork
     server.apikeys_app = app
 
@@ -96,6 +100,13 @@ def post_worker_init(worker):
         sys.exit(3)  # gunicorn's "worker failed to boot": the master stops rather than serve with a stale key
     except sa.exc.SQLAlchemyError:
         pass  # a database that does not answer now is /healthz's to report, not a reason to stop the host
+
+
+def worker_exit(server, worker):
+    """Write the worker's usage counts before it goes (a graceful stop, a restart, max_requests)."""
+    state = getattr(worker.wsgi, "extensions", {}).get("apikeys")
+    if state is not None and state.usage is not None:
+        state.usage.stop()
 
 
 def child_exit(server, worker):

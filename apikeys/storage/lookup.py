@@ -114,5 +114,7 @@ class KeyLookup:
             return None
         values = list(values)
         for index, processor in self.processors:
-            values[index] = processor(values[index])
+            value = values[index]
+            if value is not None:  # most timestamps are NULL (no expiry, no grace, no quota): nothing to convert
+                values[index] = processor(value)
         return KeyRow(*values)

@@ -24,6 +24,13 @@ PUBLIC_COLUMNS = (
     api_keys.c.expires_at,
     api_keys.c.scopes,
     api_keys.c.meta,
+    # A key's rate limit and quota, shown as the API's rateLimit and quota objects (apikeys.limits.present).
+    api_keys.c.rate_limit,
+    api_keys.c.rate_limit_period,
+    api_keys.c.quota_remaining,
+    api_keys.c.quota_refill_amount,
+    api_keys.c.quota_refill_interval,
+    api_keys.c.quota_refilled_at,
 )
 
 
@@ -87,7 +94,7 @@ def replace_secret(conn: sa.Connection, tenant_id: str, key_id: str, expected_ha
 
 
 def update_key(conn: sa.Connection, tenant_id: str, key_id: str, values: dict) -> bool:
-    """Change a key's name, expiry, scopes or metadata; tell whether there was such a key."""
+    """Change a key's name, expiry, scopes, metadata, rate limit or quota; tell whether there was such a key."""
     return conn.execute(sa.update(api_keys).where(_owned(tenant_id, key_id)).values(**values)).rowcount == 1
 
 

@@ -45,7 +45,17 @@ api_keys = sa.Table(
     sa.Column("previous_secret_hash", sa.String(64), nullable=True),
     sa.Column("previous_secret_digest", sa.String(80), nullable=True),
     sa.Column("previous_expires_at", UTCDateTime, nullable=True),
+    # Rate limit: at most rate_limit verifications per window of rate_limit_period seconds (both null: none).
+    sa.Column("rate_limit", sa.Integer, nullable=True),
+    sa.Column("rate_limit_period", sa.Integer, nullable=True),
+    # Quota: credits left (null: unlimited), set back to the refill amount at the start of each UTC day or month
+    # after quota_refilled_at (the refill is applied by the next verification; no scheduler).
+    sa.Column("quota_remaining", sa.BigInteger, nullable=True),
+    sa.Column("quota_refill_amount", sa.BigInteger, nullable=True),
+    sa.Column("quota_refill_interval", sa.String(8), nullable=True),
+    sa.Column("quota_refilled_at", UTCDateTime, nullable=True),
     sa.CheckConstraint("environment IN ('live', 'test')", name="ck_api_keys_environment"),
+    sa.CheckConstraint("quota_remaining >= 0", name="ck_api_keys_quota_remaining"),
     sa.UniqueConstraint("public_key", name="uq_api_keys_public_key"),
     sa.Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),
 )
@@ -61,6 +71,30 @@ audit_log = sa.Table(
     sa.Column("actor", sa.String(255), nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Index("ix_audit_log_tenant_id", "tenant_id", "id"),
+)
+
+# What a key's verifications answered, counted per hour (UTC) and written by each worker every few seconds
+# (apikeys.usage). Presented keys whose public key is unknown count in the tenant-less row (key_id and tenant_id "").
+USAGE_RESULTS = (
+    "valid",
+    "invalid_secret",
+    "disabled",
+    "expired",
+    "wrong_environment",
+    "insufficient_scope",
+    "rate_limited",
+    "usage_exceeded",
+    "unknown_key",
+)
+usage_buckets = sa.Table(
+    "usage_buckets",
+    metadata,
+    sa.Column("key_id", sa.String(32), primary_key=True),
+    sa.Column("bucket_start", UTCDateTime, primary_key=True),
+    sa.Column("tenant_id", sa.String(255), nullable=False),
+    *(sa.Column(result, sa.BigInteger, nullable=False, default=0, server_default="0") for result in USAGE_RESULTS),
+    sa.Index("ix_usage_buckets_tenant_start", "tenant_id", "bucket_start"),
+    sa.Index("ix_usage_buckets_start", "bucket_start"),
 )
 
 # Facts about the database itself, such as the fingerprint of the verifier key its digests are written under.

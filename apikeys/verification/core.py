@@ -5,7 +5,7 @@ presented secret with the stored one: the same microseconds for a right or a
 wrong secret, on a cold worker or a warm one, and nothing kept between
 requests, so a change made anywhere is seen by the next verification
 everywhere. Each step below either passes or raises one refusal; a new check
-(a rate limit, a quota) is one more function in STEPS.
+is one more function in STEPS, as the key's rate limit and quota are (metering.check_limits).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from apikeys.storage import queries
 from apikeys.storage import tables
 from apikeys.storage.lookup import KeyRow
 from apikeys.verification import secrets
+from apikeys.verification.metering import Usage
+from apikeys.verification.metering import check_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class VerifiedKey:
     scopes: tuple[str, ...] = ()
     meta: dict | None = None
     expires_at: datetime | None = None
+    usage: Usage | None = None  # what this verification left of the key's rate limit and quota, if it has them
 
 
 @dataclass(slots=True)
@@ -45,7 +48,9 @@ class Attempt:
     environment: str | None
     required: tuple[str, ...]
     now: datetime
+    cost: int = 1
     row: KeyRow | None = None
+    usage: Usage | None = None
 
 
 def find_row(attempt: Attempt) -> None:
@@ -105,21 +110,50 @@ def record_use(attempt: Attempt) -> None:
 
 
 # The order matters: nothing about a key is told (disabled, expired, its scopes) to whoever lacks its secret.
-STEPS = (find_row, check_secret, check_active, check_expiry, check_environment, check_scopes, record_use)
+# Limits come last: only a request every other check admits uses up the key's rate limit or credits.
+STEPS = (
+    find_row,
+    check_secret,
+    check_active,
+    check_expiry,
+    check_environment,
+    check_scopes,
+    check_limits,
+    record_use,
+)
 
 
-def verify_key(state, full_key: str | None, environment: str | None = None, scopes=()) -> VerifiedKey:
-    """Check a presented full key and return who it belongs to; raise VerificationError."""
+def verify_key(state, full_key: str | None, environment: str | None = None, scopes=(), cost: int = 1) -> VerifiedKey:
+    """Check a presented full key and return who it belongs to; raise VerificationError.
+
+    ``cost``: what the request takes from the key's quota (0 to 1,000; 0 only checks).
+    """
     if not full_key:
         raise errors.MissingApiKey()
     # Surrounding blanks are dropped, as werkzeug drops them from a header.
     presented = keys.parse_full_key(full_key.strip(" \t"))
     if presented is None:
         raise errors.InvalidApiKey()
-    attempt = Attempt(state, presented, environment, tuple(scopes or ()), tables.utcnow())
-    for step in STEPS:
-        step(attempt)
+    attempt = Attempt(state, presented, environment, tuple(scopes or ()), tables.utcnow(), cost)
+    usage = state.usage
+    try:
+        for step in STEPS:
+            step(attempt)
+    except errors.VerificationError as refusal:
+        if usage is not None:
+            usage.count_refusal(attempt.row, refusal.label, attempt.now)
+        raise
     row = attempt.row
+    if usage is not None:
+        usage.count(row.id, row.tenant_id, "valid", attempt.now)
     return VerifiedKey(
-        row.id, row.tenant_id, row.environment, row.name, row.public_key, tuple(row.scopes), row.meta, row.expires_at
+        row.id,
+        row.tenant_id,
+        row.environment,
+        row.name,
+        row.public_key,
+        tuple(row.scopes),
+        row.meta,
+        row.expires_at,
+        attempt.usage,
     )

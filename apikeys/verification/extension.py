@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 
+from flask import after_this_request
 from flask import current_app
 from flask import g
 from flask import has_app_context
@@ -13,6 +14,7 @@ from apikeys import config as config_module
 from apikeys import envelope
 from apikeys import errors
 from apikeys import scopes as scopes_module
+from apikeys.limits import MAX_COST
 from apikeys.verification import headers
 from apikeys.verification.core import VerifiedKey
 from apikeys.verification.core import verify_key
@@ -54,17 +56,23 @@ def get_engine(app=None):
     return get_state(app).engine
 
 
-def verify_api_key(full_key: str | None, environment: str | None = None, scopes=None) -> VerifiedKey:
+def verify_api_key(full_key: str | None, environment: str | None = None, scopes=None, cost: int = 1) -> VerifiedKey:
     """Verify a full key with the current app's ApiKeys; raise VerificationError.
 
     ``scopes``: the scopes the key must grant, a list or one string of them separated by spaces or commas.
+    ``cost``: what the call takes from the key's quota (0 to 1,000; 0 only checks); the result's ``usage``
+    tells what is left of its rate limit and quota.
     """
-    return verify_key(get_state(), full_key, environment, _required(scopes))
+    return verify_key(get_state(), full_key, environment, _required(scopes), _cost(cost))
 
 
-def require_api_key(environment=None, *, scopes=None):
-    """Decorate a view to run only for a valid key (X-Api-Key or Authorization: Bearer); it is on ``g.api_key``."""
+def require_api_key(environment=None, *, scopes=None, cost: int = 1):
+    """Decorate a view to run only for a valid key (X-Api-Key or Authorization: Bearer); it is on ``g.api_key``.
+
+    The answer carries the key's RateLimit-* and X-Api-Key-Quota-Remaining headers, where it has limits.
+    """
     required = _required(scopes)  # a scope outside the grammar fails here, at import, not on a request
+    cost = _cost(cost)
 
     def decorator(view):
         @functools.wraps(view)
@@ -72,7 +80,9 @@ def require_api_key(environment=None, *, scopes=None):
             presented = headers.presented_key(
                 request.headers.get(headers.API_KEY), request.headers.get(headers.AUTHORIZATION)
             )
-            g.api_key = verify_key(get_state(), presented, environment, required)
+            g.api_key = verify_key(get_state(), presented, environment, required, cost)
+            if g.api_key.usage is not None:
+                after_this_request(_add_usage_headers)
             return view(*args, **kwargs)
 
         return wrapper
@@ -81,6 +91,18 @@ def require_api_key(environment=None, *, scopes=None):
         view, environment = environment, None
         return decorator(view)
     return decorator
+
+
+def _add_usage_headers(response):
+    response.headers.update(g.api_key.usage.headers())
+    return response
+
+
+def _cost(cost) -> int:
+    """Return a cost, checked: a whole number from 0 to MAX_COST; raise ValueError."""
+    if isinstance(cost, bool) or not isinstance(cost, int) or not 0 <= cost <= MAX_COST:
+        raise ValueError(f"Not a cost: {cost!r}; a cost is a whole number from 0 to {MAX_COST}.")
+    return cost
 
 
 def _required(scopes) -> tuple[str, ...]:

@@ -20,6 +20,13 @@ SCOPES = "X-Api-Key-Scopes"
 # (ASCII, quotes escaped): nginx's auth_request drops /verify's body but can rebuild it from these two.
 ERROR_CODE = "X-Api-Key-Error"
 ERROR_MESSAGE = "X-Api-Key-Error-Message"
+# What a request costs against the key's quota: the proxy's to set per route, like REQUIRED_SCOPES.
+COST = "X-Api-Key-Cost"
+# A limited key's state after this request (IETF draft-ietf-httpapi-ratelimit-headers names), on 200 and 429.
+RATE_LIMIT_LIMIT = "RateLimit-Limit"
+RATE_LIMIT_REMAINING = "RateLimit-Remaining"
+RATE_LIMIT_RESET = "RateLimit-Reset"
+QUOTA_REMAINING = "X-Api-Key-Quota-Remaining"
 
 # A JWT (three base64url parts), such as the dashboard's token: never one of our keys, which have two parts.
 _JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")

@@ -11,6 +11,7 @@ Nothing is kept between requests: every verification reads the key's row.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import NamedTuple
 from urllib.parse import parse_qsl
@@ -24,6 +25,7 @@ from apikeys import metrics
 from apikeys import scopes
 from apikeys import tenants
 from apikeys.keys import ENVIRONMENTS
+from apikeys.limits import MAX_COST
 from apikeys.schema_fields import Timestamp
 from apikeys.verification import headers
 from apikeys.verification.core import VerifiedKey
@@ -32,6 +34,8 @@ from apikeys.verification.core import verify_key
 _KEY = "HTTP_" + headers.API_KEY.upper().replace("-", "_")
 _AUTHORIZATION = "HTTP_" + headers.AUTHORIZATION.upper()
 _REQUIRED_SCOPES = "HTTP_" + headers.REQUIRED_SCOPES.upper().replace("-", "_")
+_COST = "HTTP_" + headers.COST.upper().replace("-", "_")
+_COST_PATTERN = re.compile(r"[0-9]{1,4}")
 _timestamp = Timestamp()._serialize
 # The same compact JSON as the app's provider, from one encoder made once (json.dumps makes one a call).
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -69,8 +73,10 @@ def answer(state, environ, *, forwarded: bool) -> Answer:
     started = time.perf_counter()
     query = None if forwarded else environ.get("QUERY_STRING")
     try:
-        environment, parameters = _read_query(query) if query else (None, [])
+        environment, parameters, cost = _read_query(query) if query else (None, [], None)
         required = required_scopes(environ.get(_REQUIRED_SCOPES), parameters)
+        header = environ.get(_COST)
+        cost = 1 if header is None and cost is None else request_cost(header, cost)
     except errors.ApiKeysError as error:  # the request's own requirements are malformed: not a verification
         return _error(error)
     try:
@@ -78,29 +84,52 @@ def answer(state, environ, *, forwarded: bool) -> Answer:
         authorization = environ.get(_AUTHORIZATION)  # one lookup: X-Api-Key alone costs no more than that
         if authorization is not None:
             key = headers.presented_key(key, authorization)
-        verified = verify_key(state, key, environment, required)
+        verified = verify_key(state, key, environment, required, cost)
     except errors.VerificationError as error:
         metrics.count_verification(state, error.label, time.perf_counter() - started)
         return _error(error)
     body, identity = identity_answer(verified)
     data = body.encode()
+    if verified.usage is not None:
+        identity += verified.usage.headers().items()
     identity += [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
     metrics.count_verification(state, "valid", time.perf_counter() - started)
     return Answer(200, identity, data, verified)
 
 
-def _read_query(query: str) -> tuple[str | None, list[str]]:
-    """Return the ``environment`` and ``scope`` parameters, as werkzeug reads request.args; raise ApiKeysError."""
-    environment, parameters = None, []
+def _read_query(query: str) -> tuple[str | None, list[str], str | None]:
+    """Return the environment, scope and cost parameters as werkzeug reads request.args; raise ApiKeysError."""
+    environment, parameters, cost = None, [], None
     # Strict UTF-8, invalid percent-escapes kept as they are; an empty value is a value.
     for name, value in parse_qsl(query.encode("latin1").decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
         if name == "environment" and environment is None:
             environment = value
         elif name == "scope":
             parameters.append(value)
+        elif name == "cost" and cost is None:
+            cost = value
     if environment is not None and environment not in ENVIRONMENTS:
         raise errors.ApiKeysError(errors={"environment": [f"Must be one of: {', '.join(ENVIRONMENTS)}."]})
-    return environment, parameters
+    return environment, parameters, cost
+
+
+def request_cost(header: str | None, parameter: str | None) -> int:
+    """Return what a request costs: its X-Api-Key-Cost header, else its ``cost`` parameter, else 1; raise ApiKeysError.
+
+    A whole number from 0 to 1,000 in ASCII digits; two header lines ("1, 5") are refused, never one picked.
+    """
+    # An empty header is no header: how nginx removes one (proxy_set_header X-Api-Key-Cost "").
+    header = header and header.strip(" \t")
+    cost = 1
+    # Both are checked, even when both are given: a malformed one is a mistake to report, not to ignore.
+    for name, value in (("cost", parameter), (headers.COST, header)):
+        if value:
+            if not _COST_PATTERN.fullmatch(value) or int(value) > MAX_COST:
+                raise errors.ApiKeysError(errors={name: [f"Must be a whole number from 0 to {MAX_COST}."]})
+            cost = int(value)
+        elif value is not None and name == "cost":
+            raise errors.ApiKeysError(errors={name: [f"Must be a whole number from 0 to {MAX_COST}."]})
+    return cost
 
 
 def required_scopes(header: str | None, parameters: list[str]) -> list[str]:
@@ -131,6 +160,12 @@ def identity_answer(verified: VerifiedKey) -> tuple[str, list[tuple[str, str]]]:
     data = {"valid": True, "id": verified.id, "tenantId": verified.tenant_id, "environment": verified.environment}
     data |= {"name": verified.name, "publicKey": verified.public_key, "scopes": list(verified.scopes)}
     data |= {"meta": verified.meta, "expiresAt": _timestamp(verified.expires_at, None, None)}
+    usage = verified.usage
+    if usage is not None:
+        if usage.window is not None:
+            data["rateLimit"] = usage.rate_limit()
+        if usage.credits is not None:
+            data["quota"] = {"remaining": usage.credits}
     identity = [
         (headers.KEY_ID, verified.id),
         # Plain ASCII on the wire whatever the tenant: percent-encoded (see apikeys.tenants).

@@ -9,9 +9,11 @@ from datetime import timedelta
 
 from apikeys import instance
 from apikeys import keys
+from apikeys.ratelimit.limiter import RateLimiter
 from apikeys.storage import engine as engine_module
 from apikeys.storage import fingerprints
 from apikeys.storage.lookup import KeyLookup
+from apikeys.usage.counting import UsageCounter
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,12 @@ class State:
         self._warned_unknown = False
         self.metrics = None  # set by apikeys.metrics when the service counts verifications
         self.limits = None  # set by apikeys.dashboard.limits where the app changes keys
+        self.rate_limiter = RateLimiter(self, config, instance_path)
+        self.usage = None
+        if config["APIKEYS_USAGE"]:
+            self.usage = UsageCounter(
+                self.engine, config["APIKEYS_USAGE_FLUSH_SECONDS"], config["APIKEYS_USAGE_RETENTION_DAYS"]
+            )
 
     def verifier_of(self, digest: str | None) -> keys.Verifier | None:
         """Return the verifier key a stored digest was written under, if this host knows it."""

@@ -17,6 +17,7 @@ from werkzeug.routing import Rule
 from apikeys import schemas
 from apikeys import scopes
 from apikeys.keys import ENVIRONMENTS
+from apikeys.limits import MAX_COST
 from apikeys.verification import headers
 from apikeys.verification.extension import get_state
 from apikeys.verification.http import answer
@@ -65,6 +66,13 @@ QUERY_PARAMETERS = [
         "explode": True,
         "description": "Require the key to grant this scope (or several, separated by spaces or commas); repeatable.",
     },
+    {
+        "in": "query",
+        "name": "cost",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_COST, "default": 1},
+        "description": f"What the request takes from the key's quota, if {headers.COST} is not sent; 0 only checks.",
+    },
 ]
 SCOPES_PARAMETER = {
     "in": "header",
@@ -75,13 +83,30 @@ SCOPES_PARAMETER = {
 }
 
 
+COST_PARAMETER = {
+    "in": "header",
+    "name": headers.COST,
+    "required": False,
+    "schema": {"type": "integer", "minimum": 0, "maximum": MAX_COST, "default": 1},
+    "description": "What the request takes from the key's quota (set by the proxy per route); 0 only checks.",
+}
+LIMIT_REFUSALS = (
+    "429 RATE_LIMITED: the key's rate limit is reached (Retry-After, RateLimit-Limit, -Remaining, -Reset); "
+    "429 USAGE_EXCEEDED: the key has fewer credits than the request costs (X-Api-Key-Quota-Remaining; Retry-After "
+    "until its refill, if it has one). A refused request consumes nothing. 503 RATE_LIMIT_UNAVAILABLE only with "
+    "APIKEYS_RATE_LIMIT_ON_ERROR=closed, when the rate-limit store does not answer."
+)
+
+
 def _documented(view, *, query: bool):
     """Document a /verify view in OpenAPI, but call it bare: flask-smorest's wrappers cost on the hot path."""
-    parameters = [SCOPES_PARAMETER] + (QUERY_PARAMETERS if query else [])
+    parameters = [SCOPES_PARAMETER, COST_PARAMETER] + (QUERY_PARAMETERS if query else [])
     documented = blp.doc(security=[{"apiKey": []}], parameters=parameters)(view)
     documented = blp.alt_response(200, schema=schemas.VerifiedKeyEnvelopeSchema, success=True)(documented)
     for status, name in ((400, "BAD_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN")):
         documented = blp.alt_response(status, response=name)(documented)
+    for status, name in ((429, "TOO_MANY_REQUESTS"), (503, "SERVICE_UNAVAILABLE")):
+        documented = blp.alt_response(status, response=name, description=LIMIT_REFUSALS)(documented)
     view._apidoc = documented._apidoc  # what flask-smorest reads to write the document
     return view
 

@@ -43,6 +43,8 @@ ENVOY_EXAMPLE = EXAMPLES / "envoy" / "envoy.yaml"
 IDENTITY_HEADERS = ("X-Tenant-Id", "X-Api-Key-Id", "X-Api-Key-Environment", "X-Api-Key-Scopes")
 # The headers only a proxy may send /verify: the scopes a route requires, and (a later feature) what a request costs.
 PROXY_HEADERS = ("X-Api-Key-Required-Scopes", "X-Api-Key-Cost")
+# What /verify says the key has left: response headers; nginx and Envoy also remove a client's from the request.
+LIMIT_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "X-Api-Key-Quota-Remaining")
 # What a forging client sends for each: values no real key has, so any of them arriving is plain to see.
 FORGED_VALUES = {
     "X-Tenant-Id": "globex",

@@ -12,6 +12,7 @@ from tests.forward_auth.support import ENVOY_EXAMPLE
 from tests.forward_auth.support import ENVOY_PATH_PREFIX
 from tests.forward_auth.support import FORGED_VALUES
 from tests.forward_auth.support import IDENTITY_HEADERS
+from tests.forward_auth.support import LIMIT_HEADERS
 from tests.forward_auth.support import PROXY_HEADERS
 from tests.forward_auth.support import TRAEFIK_EXAMPLE
 from tests.forward_auth.support import TRAEFIK_STATIC_EXAMPLE
@@ -87,7 +88,7 @@ def test_envoy_example_settings():
     assert mutation["@type"].endswith("header_mutation.v3.HeaderMutation")
     mutations = mutation["mutations"]["request_mutations"]
     removed = [m["remove"] for m in mutations if "remove" in m]
-    assert removed == [h.lower() for h in (*IDENTITY_HEADERS, *PROXY_HEADERS)]
+    assert removed == [h.lower() for h in (*IDENTITY_HEADERS, *PROXY_HEADERS, *LIMIT_HEADERS)]
     # And, in the same filter, every look-alike (x.api.key.scopes) that PHP would read as one of them; the regex is
     # simple enough that Python's re reads it as Envoy's RE2 does, and Envoy matches it against the whole name.
     (matcher,) = [m["remove_on_match"]["key_matcher"] for m in mutations if "remove_on_match" in m]

@@ -82,15 +82,23 @@ export async function api(method, path, body) {
   return payload;
 }
 
+function fieldLines(errors, prefix) {
+  // {"scopes": [...]} is "scopes: ..."; a nested object's own fields ({"rateLimit": {"limit": [...]}})
+  // are "rateLimit.limit: ...", so a message never shows as raw JSON.
+  const lines = [];
+  for (const [field, problems] of Object.entries(errors)) {
+    const name = prefix + field;
+    if (Array.isArray(problems)) lines.push(name + ": " + problems.join(" "));
+    else if (problems && typeof problems === "object") lines.push(...fieldLines(problems, name + "."));
+    else lines.push(name + ": " + String(problems));
+  }
+  return lines;
+}
+
 function describe(error) {
   // The envelope's message, then the field errors of a 400, one a line ("scopes: ...").
   const lines = [error.message];
-  if (error.errors && typeof error.errors === "object") {
-    for (const [field, problems] of Object.entries(error.errors)) {
-      const text = Array.isArray(problems) ? problems.join(" ") : JSON.stringify(problems);
-      lines.push(field + ": " + text);
-    }
-  }
+  if (error.errors && typeof error.errors === "object") lines.push(...fieldLines(error.errors, ""));
   return lines.join("\n");
 }
 
@@ -104,5 +112,8 @@ export async function attempt(errorNode, action) {
     if (error instanceof SignedOut) return;
     if (error instanceof ApiError || error instanceof InputError) setMessage(errorNode, describe(error));
     else setMessage(errorNode, "Something went wrong: " + error.message);
+    // A long dialog (the limits make it taller than a phone) is scrolled to its button: bring
+    // the message, at the top, into view.
+    errorNode.scrollIntoView({ block: "nearest" });
   }
 }

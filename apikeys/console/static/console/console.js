@@ -18,12 +18,15 @@ import { show } from "./dom.js";
 import { clearKeys } from "./keys.js";
 import { loadKeys } from "./keys.js";
 import { wireKeys } from "./keys.js";
+import { clearUsage } from "./usage.js";
+import { loadUsage } from "./usage.js";
+import { wireUsage } from "./usage.js";
 
 const tenantClaim = document.body.dataset.tenantClaim || "tenantId";
 // Only a server started with --dev (make run) marks the page: its terminal prints a link whose
 // token the person at that terminal asked for.
 const devServer = "dev" in document.body.dataset;
-const VIEWS = { keys: "API keys", audit: "Audit log" };
+const VIEWS = { keys: "API keys", usage: "Usage", audit: "Audit log" };
 const OFFER_DIALOGS = ["switch-dialog", "link-dialog"];
 
 let offered = null; // a token from a link, waiting for the user's yes (memory only)
@@ -73,6 +76,7 @@ function acceptOffer() {
   setMessage($("signin-error"), "");
   clearKeys();
   clearAudit();
+  clearUsage();
   setToken(token);
   history.replaceState(null, "", location.pathname + location.search + "#keys");
   render();
@@ -83,6 +87,7 @@ function signOut(message) {
   forgetToken();
   clearKeys();
   clearAudit();
+  clearUsage();
   for (const dialog of document.querySelectorAll("dialog[open]")) dialog.close();
   setMessage($("signin-error"), message);
   render();
@@ -112,10 +117,12 @@ function showWho(token) {
 
 function render() {
   const token = getToken();
-  const view = token ? (location.hash === "#audit" ? "audit" : "keys") : "signin";
+  const named = location.hash.slice(1);
+  const view = token ? (named === "audit" || named === "usage" ? named : "keys") : "signin";
   for (const id of ["nav", "sign-out", "who"]) show($(id), Boolean(token));
   show($("signin-view"), view === "signin");
   show($("keys-view"), view === "keys");
+  show($("usage-view"), view === "usage");
   show($("audit-view"), view === "audit");
   for (const name of Object.keys(VIEWS)) {
     if (view === name) $("nav-" + name).setAttribute("aria-current", "page");
@@ -129,6 +136,7 @@ function render() {
   document.title = VIEWS[view] + " \u00b7 apikeys console";
   showWho(token);
   if (view === "keys") loadKeys();
+  else if (view === "usage") loadUsage();
   else loadAudit();
 }
 
@@ -153,6 +161,7 @@ function wire() {
   }
   wireKeys();
   wireAudit();
+  wireUsage();
   window.addEventListener("hashchange", () => {
     takeTokenFromFragment();
     render();

@@ -21,6 +21,16 @@ import { setMessage } from "./dom.js";
 import { shortTime } from "./dom.js";
 import { show } from "./dom.js";
 import { timeCell } from "./dom.js";
+import { fillLimits } from "./limits.js";
+import { limitsCell } from "./limits.js";
+import { readQuota } from "./limits.js";
+import { readRateLimit } from "./limits.js";
+import { sameQuota } from "./limits.js";
+import { sameRateLimit } from "./limits.js";
+import { listCounts } from "./usage.js";
+import { openKeyUsage } from "./usage.js";
+import { showListCounts } from "./usage.js";
+import { usageCell } from "./usage.js";
 
 const PAGE_SIZE = 20;
 const state = {
@@ -36,6 +46,7 @@ const keyPath = (id) => "/dashboard/api-keys/" + encodeURIComponent(id);
 
 export async function loadKeys() {
   await attempt($("keys-error"), async () => {
+    const counting = listCounts(); // asked at the same time; it never rejects
     const answer = await api("GET", "/dashboard/api-keys?page=" + state.page + "&limit=" + PAGE_SIZE);
     const { items, total } = answer.data;
     if (!items.length && state.page > 1) {
@@ -47,12 +58,20 @@ export async function loadKeys() {
     show($("keys-empty"), total === 0);
     show($("keys-table"), total > 0);
     pager("keys", state.page, PAGE_SIZE, total);
+    showListCounts(await counting);
   });
 }
 
 function action(label, key, className, onclick) {
   // The visible word, and a name that says which key ("Delete Billing backend") for screen readers.
   return el("button", { type: "button", className, "aria-label": label + " " + key.name, onclick }, label);
+}
+
+function breakAfterPrefix(text) {
+  // A break opportunity after the prefix (pk_live_, key_), taken only when the ten columns need
+  // the room: still one word to select and copy, and shown as one whenever it fits.
+  const cut = text.lastIndexOf("_") + 1;
+  return [text.slice(0, cut), el("wbr"), text.slice(cut)];
 }
 
 function keyRow(key) {
@@ -71,14 +90,21 @@ function keyRow(key) {
   return el(
     "tr",
     { "data-key-id": key.id, className: key.active ? "" : "inactive" },
-    cell("Name", el("span", { className: "key-name" }, key.name), el("br"), el("small", { className: "muted" }, key.id)),
+    cell(
+      "Name",
+      el("span", { className: "key-name" }, key.name),
+      el("br"),
+      el("small", { className: "muted" }, ...breakAfterPrefix(key.id)),
+    ),
     cell("Environment", el("span", { className: "badge env-" + key.environment }, key.environment)),
-    cell("Public key", el("code", { className: "public-key" }, key.publicKey)),
+    cell("Public key", el("code", { className: "public-key" }, ...breakAfterPrefix(key.publicKey))),
     cell("Status", el("span", { className: "badge " + (key.active ? "on" : "off") }, key.active ? "Active" : "Disabled")),
     cell("Created", timeCell(key.createdAt, "")),
     cell("Last used", timeCell(key.lastUsedAt, "never")),
     cell("Expires", timeCell(key.expiresAt, "never"), expired ? el("span", { className: "badge off" }, "expired") : null),
     cell("Scopes", scopes),
+    cell("Limits", limitsCell(key)),
+    cell("Last 24 h", ...usageCell(key, () => openKeyUsage(key.id, key.name))),
     el("td", { className: "actions-cell" }, actions),
   );
 }
@@ -168,6 +194,10 @@ async function submitCreate(event) {
     if ($("create-expires").value) body.expiresAt = localInputToIso($("create-expires").value);
     const scopes = parseScopes($("create-scopes").value);
     if (scopes.length) body.scopes = scopes;
+    const rateLimit = readRateLimit("create");
+    if (rateLimit) body.rateLimit = rateLimit;
+    const quota = readQuota("create");
+    if (quota) body.quota = quota;
     if ($("create-meta").value.trim()) body.meta = parseMeta($("create-meta").value, "Metadata");
     busy(form, true);
     try {
@@ -194,11 +224,14 @@ function openEdit(id) {
   $("edit-expires").value = isoToLocalInput(key.expiresAt);
   $("edit-scopes").value = (key.scopes || []).join(" ");
   $("edit-meta").value = JSON.stringify(key.meta || {}, null, 2);
+  fillLimits("edit", key);
   state.editShown = {
     name: $("edit-name").value,
     expires: $("edit-expires").value,
     scopes: $("edit-scopes").value,
     meta: $("edit-meta").value,
+    rateLimit: key.rateLimit || null,
+    quota: key.quota || null,
   };
   openDialog("edit-dialog");
   $("edit-name").focus();
@@ -219,6 +252,12 @@ async function submitEdit(event) {
     if (expires !== shown.expires) body.expiresAt = expires ? localInputToIso(expires) : null;
     if ($("edit-scopes").value !== shown.scopes) body.scopes = parseScopes($("edit-scopes").value);
     if ($("edit-meta").value !== shown.meta) body.meta = parseMeta($("edit-meta").value, "Metadata");
+    // Compared by value, not by field: a quota sent sets the credits left, so an untouched one
+    // must not go back with the count the list showed (requests may have used some since).
+    const rateLimit = readRateLimit("edit");
+    if (!sameRateLimit(rateLimit, shown.rateLimit)) body.rateLimit = rateLimit;
+    const quota = readQuota("edit");
+    if (!sameQuota(quota, shown.quota)) body.quota = quota;
     if (!Object.keys(body).length) {
       $("edit-dialog").close();
       announce("Nothing changed.");

@@ -1,0 +1,1 @@
+"""Usage per key: every verification counted by key, hour and result (counting.py), and read back (reading.py)."""
