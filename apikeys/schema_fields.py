@@ -26,7 +26,8 @@ class Timestamp(fields.DateTime):
     def _serialize(self, value, attr, obj, **kwargs):
         if value is None:
             return None
-        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+        # The year with four digits (strftime's %Y has no leading zeros before the year 1000).
+        return f"{value.year:04d}-{value:%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
 
 
 class ZonedTimestamp(Timestamp):

@@ -21,6 +21,16 @@ BACKENDS = ["sqlite", "postgresql"]
 VERIFIER_KEY = TEST_VERIFIER_KEY  # one per run: every app and server on a database shares it
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _unwritten_usage_is_dropped_at_the_end():
+    """Apps a test made and left behind: their databases are gone by the end, so their counts are dropped."""
+    yield
+    from apikeys.usage import counting
+
+    for counter in list(counting._COUNTERS):
+        counter.discard()
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A PostgreSQL database of this run's own, migrated, dropped at the end."""

@@ -344,3 +344,10 @@ def test_an_until_at_the_start_of_time_is_a_400(client, auth, create, until):
     for path in (f"/dashboard/api-keys/{key['id']}/usage", "/dashboard/usage"):
         response = client.get(f"{path}?until={until}", headers=auth())
         assert response.status_code == 400 and "until" in response.json["errors"]
+
+
+def test_times_before_the_year_1000_keep_four_digits(client, auth, create):
+    key = create()
+    data = usage(client, auth, key["id"], "?until=0601-03-05T09:53:12%2B15:23").json["data"]
+    assert data["since"] == "0601-03-03T18:00:00.000Z" and data["until"] == "0601-03-04T18:30:12.000Z"
+    assert data["buckets"][0]["start"] == "0601-03-03T18:00:00.000Z"

@@ -172,6 +172,13 @@ class UsageCounter:
             time.sleep(0.1)
             self.flush()
 
+    def discard(self) -> None:
+        """Stop the thread and drop what is not written yet (an app whose database is gone, such as a test's)."""
+        self._stop.set()
+        atexit.unregister(self.flush)
+        with self._lock:
+            self.counts = {}
+
     def _warn(self, message: str) -> None:
         now = time.monotonic()
         if now - self._warned_at >= 60:
