@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import namedtuple
+from datetime import UTC
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from apikeys.storage.tables import api_keys
 
-# Every column verification reads (not created_at).
-COLUMNS = [column for column in api_keys.c if column.name != "created_at"]
-_BY_PUBLIC_KEY = sa.select(*COLUMNS).where(api_keys.c.public_key == sa.bindparam("public_key"))
+# A key's rate limit and quota, read as one value: NULL for a key without them (the usual key pays for one column,
+# not six), else one JSON array of the six, decoded into Limits.
+LIMIT_COLUMNS = (
+    "rate_limit",
+    "rate_limit_period",
+    "quota_remaining",
+    "quota_refill_amount",
+    "quota_refill_interval",
+    "quota_refilled_at",
+)
+Limits = namedtuple("Limits", LIMIT_COLUMNS)
+# Every other column verification reads (not created_at), then the limits.
+COLUMNS = [column for column in api_keys.c if column.name != "created_at" and column.name not in LIMIT_COLUMNS]
+KeyRow = namedtuple("KeyRow", [*(column.name for column in COLUMNS), "limits"])
 
-KeyRow = namedtuple("KeyRow", [column.name for column in COLUMNS])
+
+def _statement(dialect_name: str) -> sa.Select:
+    array = sa.func.json_build_array if dialect_name == "postgresql" else sa.func.json_array
+    limited = sa.or_(api_keys.c.rate_limit.is_not(None), api_keys.c.quota_remaining.is_not(None))
+    limits = sa.case((limited, array(*(api_keys.c[name] for name in LIMIT_COLUMNS))), else_=sa.null())
+    return sa.select(*COLUMNS, limits.label("limits")).where(api_keys.c.public_key == sa.bindparam("public_key"))
+
+
+def read_limits(value) -> Limits | None:
+    """Decode the limits column: None, or the JSON array (text on SQLite, a list from PostgreSQL's driver)."""
+    if value is None:
+        return None
+    values = json.loads(value) if isinstance(value, str) else list(value)
+    refilled_at = values[-1]
+    if refilled_at is not None:  # "2026-12-06 10:00:00.000000" (SQLite) or "2026-12-06T10:00:00" (PostgreSQL)
+        values[-1] = datetime.fromisoformat(refilled_at).replace(tzinfo=UTC)
+    return Limits(*values)
+
 
 MAX_IDLE = 8  # connections kept between lookups; more are opened under load and closed after
 
@@ -31,7 +62,7 @@ class KeyLookup:
 
     def __init__(self, engine: sa.Engine):
         dialect = engine.dialect
-        compiled = _BY_PUBLIC_KEY.compile(dialect=dialect)
+        compiled = _statement(dialect.name).compile(dialect=dialect)
         self.engine = engine
         self.sql = str(compiled)
         self.positional = bool(compiled.positional)
@@ -115,6 +146,7 @@ class KeyLookup:
         values = list(values)
         for index, processor in self.processors:
             value = values[index]
-            if value is not None:  # most timestamps are NULL (no expiry, no grace, no quota): nothing to convert
+            if value is not None:  # most timestamps are NULL (no expiry, no grace period): nothing to convert
                 values[index] = processor(value)
+        values[-1] = read_limits(values[-1])
         return KeyRow(*values)
