@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 
 from bench import report
+from bench.load import apikeys_server
 from bench.load import create_keys
 from bench.load import log
 from bench.load import server_cpu_seconds
@@ -80,14 +81,7 @@ class LimitedKeys:
         home = tmp / "redis-host"  # its own HOME (gunicorn's control socket) and instance folder
         home.mkdir()
         settings = {**env, "APIKEYS_INSTANCE_PATH": str(tmp / "apikeys-redis"), "APIKEYS_RATE_LIMIT_URL": url}
-        second = Gunicorn(
-            home,
-            settings,
-            workers=args.workers,
-            app="apikeys:create_app()",
-            config="python:apikeys.server.gunicorn_conf",
-            access_log=False,
-        )
+        second = apikeys_server(home, settings, args)
         stack.enter_context(second)
         embedded, on_redis = create_keys(service.url, token, 2, rateLimit=RATE_LIMIT)
         (quota,) = create_keys(service.url, token, 1, quota=QUOTA)

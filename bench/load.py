@@ -19,6 +19,18 @@ HERE = Path(__file__).resolve().parent
 STARTED = time.monotonic()
 
 
+def apikeys_server(home: Path, env: dict, args) -> Gunicorn:
+    """An apikeys server as `apikeys serve` runs it: the package's own gunicorn settings, the app factory."""
+    return Gunicorn(
+        home,
+        env,
+        workers=args.workers,
+        app="apikeys:create_app()",
+        config="python:apikeys.server.gunicorn_conf",
+        access_log=False,
+    )
+
+
 def log(message: str) -> None:
     """Say what the benchmark is doing, on stderr."""
     print(f"[bench {time.monotonic() - STARTED:6.1f}s] {message}", file=sys.stderr, flush=True)

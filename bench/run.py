@@ -23,6 +23,7 @@ from bench import limits
 from bench import report
 from bench import usage
 from bench.load import STARTED
+from bench.load import apikeys_server
 from bench.load import create_keys
 from bench.load import log
 from bench.load import wrk
@@ -109,15 +110,7 @@ def measure(args, tmp: Path) -> dict:
     shutil.copy(HERE / "bare_app.py", bare_dir / "app.py")
     results: dict = {"baseline": [], "ceiling": [], "verify": []}
     with contextlib.ExitStack() as stack:
-        # As `apikeys serve` runs it: the package's own gunicorn settings, the app factory.
-        service = Gunicorn(
-            tmp,
-            env,
-            workers=args.workers,
-            app="apikeys:create_app()",
-            config="python:apikeys.server.gunicorn_conf",
-            access_log=False,
-        )
+        service = apikeys_server(tmp, env, args)
         stack.enter_context(service)
         plain = Gunicorn(tmp, {}, workers=args.workers, config=None, access_log=False, cwd=plain_dir)
         stack.callback(plain.stop)

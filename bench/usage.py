@@ -12,9 +12,9 @@ import contextlib
 import statistics
 from pathlib import Path
 
+from bench.load import apikeys_server
 from bench.load import log
 from bench.load import wrk
-from bench.servers import Gunicorn
 
 GOAL = 0.95  # issue 20: /verify with counting on ≥ 0.95 × off
 
@@ -27,14 +27,7 @@ class UsageOff:
         home = tmp / "usage-off-host"
         home.mkdir()
         settings = {**env, "APIKEYS_INSTANCE_PATH": str(tmp / "apikeys-usage-off"), "APIKEYS_USAGE": "off"}
-        self.server = Gunicorn(
-            home,
-            settings,
-            workers=args.workers,
-            app="apikeys:create_app()",
-            config="python:apikeys.server.gunicorn_conf",
-            access_log=False,
-        )
+        self.server = apikeys_server(home, settings, args)
         stack.enter_context(self.server)
         log(f"a server with APIKEYS_USAGE=off on {self.server.url}")
 

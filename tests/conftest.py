@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC
+from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -65,6 +67,22 @@ def database_url(request, tmp_path):
             conn.execute(table.delete())
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """A settable clock for verification, quotas and usage (not for tokens, nor the rate-limit windows)."""
+
+    class Clock:
+        now = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
+
+        def set(self, *parts) -> None:
+            self.now = datetime(*parts, tzinfo=UTC)
+
+    clock = Clock()
+    for target in ("apikeys.storage.tables.utcnow", "apikeys.dashboard.operations.utcnow"):
+        monkeypatch.setattr(target, lambda: clock.now)
+    return clock
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import logging
 import math
 import socket
 import time
-from datetime import UTC
-from datetime import datetime
 
 import pytest
 import sqlalchemy as sa
@@ -59,22 +57,6 @@ def wait_for_room():
             time.sleep(left + 0.05)
 
     return wait
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """A settable clock for everything that reads the time of a key's quota (not the rate-limit windows)."""
-
-    class Clock:
-        now = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
-
-        def set(self, *parts) -> None:
-            self.now = datetime(*parts, tzinfo=UTC)
-
-    clock = Clock()
-    for target in ("apikeys.storage.tables.utcnow", "apikeys.dashboard.operations.utcnow"):
-        monkeypatch.setattr(target, lambda: clock.now)
-    return clock
 
 
 def key_data(client, auth, key_id: str, tenant: str = "acme") -> dict:

@@ -61,6 +61,9 @@ def hosts(request, tmp_path_factory):
         yield Hosts(request.param, servers, token_for(jwt_secret, TENANT))
         logs = "".join(server.logs() for server in servers)
     assert "Traceback" not in logs
+    # Without APIKEYS_RATE_LIMIT_URL every host says at start that its rate limits are its own (several hosts on
+    # one PostgreSQL database: the operator learns the limits are not shared).
+    assert logs.count("Rate limits are counted per host, in ") == len(servers)
 
 
 def quota_left(answer: Answer) -> int | None:

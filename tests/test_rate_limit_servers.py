@@ -148,6 +148,8 @@ def test_accuracy_across_two_hosts_with_redis(tmp_path, jwt_secret):
     windows = accepted_per_window(answers, "redis, 2 hosts x 2 workers, postgresql", errors)
     assert_within_the_bound(windows, boundary)
     assert "Traceback" not in logs
+    # Each host's start log names the shared store (host, port and database; a URL's password never).
+    assert logs.count("Rate limits are counted in Redis at " + redis.url.removeprefix("redis://")) == 2
 
 
 # Redis failing

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC
-from datetime import datetime
 from datetime import timedelta
 
 import pytest
@@ -18,22 +16,6 @@ from apikeys.usage.reading import RESULT_NAMES
 from apikeys.verification import extension
 
 ZERO = dict.fromkeys(RESULT_NAMES, 0)
-
-
-@pytest.fixture
-def clock(monkeypatch):
-    """A settable clock for verification and reading (not for tokens)."""
-
-    class Clock:
-        now = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
-
-        def set(self, *parts) -> None:
-            self.now = datetime(*parts, tzinfo=UTC)
-
-    clock = Clock()
-    for target in ("apikeys.storage.tables.utcnow", "apikeys.dashboard.operations.utcnow"):
-        monkeypatch.setattr(target, lambda: clock.now)
-    return clock
 
 
 @pytest.fixture
