@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import marshmallow as ma
 from marshmallow import fields
 from marshmallow import validate
@@ -51,11 +53,7 @@ class LimitsShown(ma.Schema):
     @ma.pre_dump
     def limits_of(self, key, **kwargs):
         values = dict(key._mapping) if hasattr(key, "_mapping") else dict(key)
-        return values | limits.present(_Columns(values), tables.utcnow())
-
-
-class _Columns(dict):
-    __getattr__ = dict.get
+        return values | limits.present(SimpleNamespace(**values), tables.utcnow())
 
 
 class RateLimitStateSchema(ma.Schema):

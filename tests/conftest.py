@@ -153,10 +153,9 @@ def auth(token):
 def make_key(client, auth):
     """Create a key through the API and return the create answer's data."""
 
-    def make(tenant: str = "acme", name: str = "test key", environment: str = "live") -> dict:
-        response = client.post(
-            "/dashboard/api-keys", json={"name": name, "environment": environment}, headers=auth(tenant)
-        )
+    def make(tenant: str = "acme", name: str = "test key", environment: str = "live", **policy) -> dict:
+        body = {"name": name, "environment": environment, **policy}  # policy: scopes, rateLimit, quota, ...
+        response = client.post("/dashboard/api-keys", json=body, headers=auth(tenant))
         assert response.status_code == 201, response.json
         return response.json["data"]
 

@@ -24,16 +24,9 @@ RATE_HEADERS = ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
 
 
 @pytest.fixture
-def create(client, auth):
-    """Create a key with a policy; return the create answer's data."""
-
-    def make(tenant: str = "acme", **policy) -> dict:
-        body = {"name": "limited", "environment": "live", **policy}
-        response = client.post("/dashboard/api-keys", json=body, headers=auth(tenant))
-        assert response.status_code == 201, response.json
-        return response.json["data"]
-
-    return make
+def create(make_key):
+    """Create a key with a policy (rateLimit, quota, scopes, ...); return the create answer's data."""
+    return make_key
 
 
 @pytest.fixture

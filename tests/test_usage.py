@@ -19,14 +19,9 @@ ZERO = dict.fromkeys(RESULT_NAMES, 0)
 
 
 @pytest.fixture
-def create(client, auth):
-    def make(tenant: str = "acme", **policy) -> dict:
-        body = {"name": "counted", "environment": "live", **policy}
-        response = client.post("/dashboard/api-keys", json=body, headers=auth(tenant))
-        assert response.status_code == 201, response.json
-        return response.json["data"]
-
-    return make
+def create(make_key):
+    """Create a key with a policy (rateLimit, quota, scopes, ...); return the create answer's data."""
+    return make_key
 
 
 @pytest.fixture

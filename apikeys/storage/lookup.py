@@ -10,18 +10,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from apikeys import limits
 from apikeys.storage.tables import api_keys
 
 # A key's rate limit and quota, read as one value: NULL for a key without them (the usual key pays for one column,
 # not six), else one JSON array of the six, decoded into Limits.
-LIMIT_COLUMNS = (
-    "rate_limit",
-    "rate_limit_period",
-    "quota_remaining",
-    "quota_refill_amount",
-    "quota_refill_interval",
-    "quota_refilled_at",
-)
+LIMIT_COLUMNS = limits.RATE_LIMIT_COLUMNS + limits.QUOTA_COLUMNS
 Limits = namedtuple("Limits", LIMIT_COLUMNS)
 # Every other column verification reads (not created_at), then the limits.
 COLUMNS = [column for column in api_keys.c if column.name != "created_at" and column.name not in LIMIT_COLUMNS]
@@ -31,8 +25,8 @@ KeyRow = namedtuple("KeyRow", [*(column.name for column in COLUMNS), "limits"])
 def _statement(dialect_name: str) -> sa.Select:
     array = sa.func.json_build_array if dialect_name == "postgresql" else sa.func.json_array
     limited = sa.or_(api_keys.c.rate_limit.is_not(None), api_keys.c.quota_remaining.is_not(None))
-    limits = sa.case((limited, array(*(api_keys.c[name] for name in LIMIT_COLUMNS))), else_=sa.null())
-    return sa.select(*COLUMNS, limits.label("limits")).where(api_keys.c.public_key == sa.bindparam("public_key"))
+    packed = sa.case((limited, array(*(api_keys.c[name] for name in LIMIT_COLUMNS))), else_=sa.null())
+    return sa.select(*COLUMNS, packed.label("limits")).where(api_keys.c.public_key == sa.bindparam("public_key"))
 
 
 def read_limits(value) -> Limits | None:
