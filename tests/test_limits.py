@@ -258,7 +258,7 @@ def test_a_quota_refusal_gives_back_its_rate_limit_count(verify, create, wait_fo
     assert verify(key, cost="0").status_code == 200
 
 
-COSTS = ["-1", "1001", "1.5", "abc", "", " ", "1, 5", "0x10", "1e3", "١", "99999999999999999999"]
+COSTS = ["-1", "1001", "1.5", "abc", "", " ", "1, 5", "0x10", "1e3", "١", "99999999999999999999", "\x1b", "1\x1b"]
 
 
 @pytest.mark.parametrize("cost", COSTS)
@@ -580,3 +580,20 @@ def test_no_retry_after_when_the_refill_cannot_pay_the_cost(clock, create, verif
     key = create(quota={"remaining": 0, "refillAmount": 3, "refillInterval": "daily"})
     assert "Retry-After" not in verify(key, cost="5").headers  # a refill of 3 never pays 5
     assert verify(key, cost="3").headers["Retry-After"] == str(14 * 3600)
+
+
+def test_limits_nested_10000_deep_are_a_400_that_writes_nothing(client, auth, create):
+    key = create(quota={"remaining": 5})
+    deep = "[" * 10_000 + "]" * 10_000
+    for method, path in (("post", "/dashboard/api-keys"), ("patch", f"/dashboard/api-keys/{key['id']}")):
+        body = f'{{"name": "n", "environment": "live", "rateLimit": {deep}, "quota": {{"remaining": {deep}}}}}'
+        answer = getattr(client, method)(path, data=body, content_type="application/json", headers=auth())
+        assert answer.status_code == 400, answer.json
+    assert client.get("/dashboard/api-keys", headers=auth()).json["data"]["total"] == 1
+    assert client.get(f"/dashboard/api-keys/{key['id']}", headers=auth()).json["data"]["quota"]["remaining"] == 5
+
+
+def test_a_cost_with_a_newline_in_the_query_is_a_400(verify, create):
+    key = create(quota={"remaining": 5})
+    answer = verify(key, query="?cost=1%0A")
+    assert answer.status_code == 400 and "cost" in answer.json["errors"]

@@ -152,6 +152,10 @@ BAD_QUERIES = [
     ("?since=2020-01-01T00:00:00Z&until=2026-12-06T00:00:00Z&granularity=day", "since"),
     ("?since=" + "9" * 5000, "since"),
     ("?since=2026-12-06T00:00:00%00Z", "since"),
+    ("?since=2026-12-06T00:00:00Z%1B", "since"),  # ESC
+    ("?until=2026-12-06T00:00:00Z%0A", "until"),  # a newline
+    ("?granularity=h%C3%B6ur", "granularity"),
+    ("?granularity=" + "[" * 10_000, "granularity"),
 ]
 
 
