@@ -29,7 +29,7 @@ ON CONFLICT (key) DO UPDATE SET
     count = CASE WHEN windows.window >= excluded.window THEN windows.count + 1 ELSE 1 END,
     window = max(windows.window, excluded.window)
 WHERE windows.window < excluded.window OR windows.count < ?3
-RETURNING count
+RETURNING count, window
 """
 _PEEK = "SELECT window, count FROM windows WHERE key = ?1"
 _GIVE_BACK = "UPDATE windows SET count = count - 1 WHERE key = ?1 AND window = ?2 AND count > 0"
@@ -67,9 +67,13 @@ class EmbeddedStore:
             reset = (window + 1) * period - now
             if count:
                 row = connection.execute(_TAKE, (name, window, limit)).fetchone()
-                if row is not None:
-                    return Window(True, row[0], reset, (name, window))
-                return Window(False, limit, reset)
+                if row is None:
+                    return Window(False, limit, reset)
+                used, counted_in = row
+                # Counted in the window the file holds: a later one if another worker's clock reading moved it on
+                # while this one waited. The answer tells about that window, where the count went.
+                reset = (counted_in + 1) * period - now
+                return Window(True, used, reset, (name, counted_in))
             row = connection.execute(_PEEK, (name,)).fetchone()
         except sqlite3.Error as error:
             raise _failed(self.path, error) from None
