@@ -54,9 +54,19 @@ def create_test_app(directory: Path) -> Flask:
     try:
         extension.prepare(app)
     except BaseException:
-        extension.get_engine(app).dispose()
+        close_test_app(app)
         raise
     return app
+
+
+def close_test_app(app: Flask) -> None:
+    """Drop the app's unwritten usage counts (its throwaway database goes with it) and close its connections."""
+    from apikeys.verification import extension
+
+    state = extension.get_state(app)
+    if state.usage is not None:
+        state.usage.discard()  # else its thread writes to a deleted file every few seconds, and once more at exit
+    extension.get_engine(app).dispose()
 
 
 def _quiet_handler():
@@ -113,8 +123,6 @@ class ApikeysServer:
 
     def shutdown(self) -> None:
         """Stop serving, close the socket and the database connections; safe to call twice."""
-        from apikeys.verification import extension
-
         if self._thread is not None:
             self._server.shutdown()  # serve_forever closes the listening socket on its way out
             self._thread.join()
@@ -123,13 +131,19 @@ class ApikeysServer:
             self._server.server_close()
         self._server = None
         if self.app is not None:
-            extension.get_engine(self.app).dispose()
+            close_test_app(self.app)
 
     @property
     def settings(self) -> dict[str, str]:
         """The settings a service that verifies this server's keys itself (``ApiKeys(app)``) needs."""
         config = self.app.config
-        return {"APIKEYS_DATABASE_URL": self.database_url, "APIKEYS_VERIFIER_KEY": config["APIKEYS_VERIFIER_KEY"]}
+        return {
+            "APIKEYS_DATABASE_URL": self.database_url,
+            "APIKEYS_VERIFIER_KEY": config["APIKEYS_VERIFIER_KEY"],
+            # The service would count its verifications in this throwaway database every few seconds, and once
+            # more at its exit, when the database is gone: a warning at the end of every run, for counts no one reads.
+            "APIKEYS_USAGE": "off",
+        }
 
     def token(self, tenant: str, **claims) -> str:
         """Return a JWT for ``tenant`` that this server accepts; ``claims`` add or override claims."""
@@ -192,14 +206,12 @@ def apikeys_key(apikeys_server: ApikeysServer) -> dict:
 @pytest.fixture
 def apikeys_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
     """A fresh in-process apikeys app on its own temporary SQLite database."""
-    from apikeys.verification import extension
-
     directory = tmp_path_factory.mktemp("apikeys-app")
     app = create_test_app(directory)
     try:
         yield app
     finally:
-        extension.get_engine(app).dispose()
+        close_test_app(app)
         shutil.rmtree(directory, ignore_errors=True)
 
 

@@ -23,6 +23,18 @@ BACKENDS = ["sqlite", "postgresql"]
 VERIFIER_KEY = TEST_VERIFIER_KEY  # one per run: every app and server on a database shares it
 
 
+@pytest.fixture(autouse=True)
+def _usage_counting_ends_with_its_test():
+    """Apps a test made and left behind stop counting with it: a thread left writing every 5 s would add counts to
+    another test's database (or fail on one that is gone) while that test runs."""
+    from apikeys.usage import counting
+
+    before = set(counting._COUNTERS)
+    yield
+    for counter in set(counting._COUNTERS) - before:
+        counter.discard()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _unwritten_usage_is_dropped_at_the_end():
     """Apps a test made and left behind: their databases are gone by the end, so their counts are dropped."""

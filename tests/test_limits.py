@@ -430,6 +430,20 @@ def test_the_embedded_store_lives_in_the_instance_folder(app, create, verify):
     assert _exists(app, embedded.FILE)
 
 
+def test_a_count_carried_into_the_next_window_tells_of_that_window(tmp_path, monkeypatch):
+    """A worker that read the clock just before a boundary, then waited while another moved the file on: its count
+    went into the next window, and its answer's reset is the time to that window's end, at most one period."""
+    readings = [1010.01] * 9  # worker A counts at 1010.01, in window 202 (1010 to 1015)
+    monkeypatch.setattr(embedded, "time", type("Clock", (), {"time": staticmethod(lambda: readings.pop(0))}))
+    first, second = embedded.EmbeddedStore(str(tmp_path)), embedded.EmbeddedStore(str(tmp_path))
+    assert first.take("key", 50, 5).count == 1
+    readings[:] = [1009.99] + [1010.02] * 9  # B reads 1009.99 (window 201); 1010.02 once it has counted
+    window = second.take("key", 50, 5)
+    assert (window.allowed, window.count, window.mark) == (True, 2, ("key:5", 202))
+    assert 0 < window.reset <= 5
+    assert window.reset == pytest.approx(1015 - 1010.02)
+
+
 def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -47,7 +47,7 @@ from apikeys.verification.extension import get_engine
 def create_service(settings):
     """A small Flask service whose /orders need an API key."""
     app = Flask(__name__)
-    app.config.update(settings)  # APIKEYS_DATABASE_URL and APIKEYS_VERIFIER_KEY
+    app.config.update(settings)  # APIKEYS_DATABASE_URL, APIKEYS_VERIFIER_KEY, APIKEYS_USAGE
     ApiKeys(app)
 
     @app.get("/orders")
@@ -126,6 +126,7 @@ def test_a_foreign_suite_uses_the_fixtures(pytester):
     result = pytester.runpytest_subprocess(*ONLY_APIKEYS)
     elapsed = time.perf_counter() - started
     result.assert_outcomes(passed=4)
+    assert not [line for line in result.errlines if "WARNING" in line], result.errlines  # none at exit either
     print(f"foreign suite of four tests: {elapsed:.2f} s wall time, pytest start-up included")
 
 
@@ -215,6 +216,52 @@ def test_server_stops_at_session_end_when_a_test_fails(pytester):
     # Checked inside the finished session, not after it: once the process is gone, its port is closed anyway.
     after = json.loads((pytester.path / "after.json").read_text())
     assert after == {"refused": True, "database_exists": False, "server_threads": []}
+
+
+def test_the_fixtures_apps_stop_counting_usage_with_them(pytester):
+    # Each fixture's app counts the keys it verifies (a thread writes the counts every few seconds). Its database is
+    # deleted when the fixture ends: the counting must end first, not write to a deleted file now and at exit.
+    foreign_project(
+        pytester,
+        conftest="""
+            import json
+            import threading
+
+            def usage_threads():
+                return [thread.name for thread in threading.enumerate() if thread.name == "apikeys-usage"]
+
+            def pytest_sessionfinish(session):
+                (session.config.rootpath / "after.json").write_text(json.dumps(usage_threads()))
+        """,
+        test_usage="""
+            import urllib.request
+
+            from apikeys.tokens import issue_token
+            from conftest import usage_threads
+
+            def test_the_server_counts(apikeys_server, apikeys_key):
+                request = urllib.request.Request(apikeys_server.url + "/verify")
+                request.add_header("X-Api-Key", apikeys_key["fullKey"])
+                with urllib.request.urlopen(request) as response:
+                    assert response.status == 200
+                assert len(usage_threads()) == 1
+
+            def test_the_app_counts(apikeys_app, apikeys_client):
+                headers = {"Authorization": "Bearer " + issue_token(apikeys_app.config, "acme", 600)}
+                body = {"name": "CI", "environment": "test"}
+                created = apikeys_client.post("/dashboard/api-keys", json=body, headers=headers).json
+                verified = apikeys_client.get("/verify", headers={"X-Api-Key": created["data"]["fullKey"]})
+                assert verified.status_code == 200
+                assert len(usage_threads()) == 2
+
+            def test_the_apps_counting_ended_with_it():
+                assert len(usage_threads()) == 1  # the session's server's, still serving
+        """,
+    )
+    result = pytester.runpytest_subprocess(*ONLY_APIKEYS)
+    result.assert_outcomes(passed=3)
+    assert json.loads((pytester.path / "after.json").read_text()) == []
+    assert "Usage counts" not in "\n".join(result.outlines + result.errlines)
 
 
 def test_importing_the_plugin_is_cheap():

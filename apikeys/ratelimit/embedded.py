@@ -71,8 +71,9 @@ class EmbeddedStore:
                     return Window(False, limit, reset)
                 used, counted_in = row
                 # Counted in the window the file holds: a later one if another worker's clock reading moved it on
-                # while this one waited. The answer tells about that window, where the count went.
-                reset = (counted_in + 1) * period - now
+                # while this one waited. The answer tells about that window, where the count went, from now (after
+                # the wait, so inside that window: never more than one period to its end).
+                reset = (counted_in + 1) * period - max(time.time(), counted_in * period)
                 return Window(True, used, reset, (name, counted_in))
             row = connection.execute(_PEEK, (name,)).fetchone()
         except sqlite3.Error as error:

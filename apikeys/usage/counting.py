@@ -178,6 +178,9 @@ class UsageCounter:
         atexit.unregister(self.flush)
         with self._lock:
             self.counts = {}
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)  # gone when this returns (unless a write of it hangs on the database)
 
     def _warn(self, message: str) -> None:
         now = time.monotonic()
