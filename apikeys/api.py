@@ -73,11 +73,19 @@ def init_app(app) -> None:
     app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "/docs/assets/")
     bearer = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     api_key = {"type": "apiKey", "in": "header", "name": headers.API_KEY}
+    # /verify also reads the key from Authorization: Bearer (its other scheme: either one does).
+    api_key_bearer = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The full API key: pk_{env}_{publicId}.sk_{env}_{secret}.",
+    }
     app.config.setdefault(
         "API_SPEC_OPTIONS",
         {
             "security": [{"bearerAuth": []}],  # every route but /verify, /healthz and /readyz, which say otherwise
-            "components": {"securitySchemes": {"bearerAuth": bearer, "apiKey": api_key}},
+            "components": {
+                "securitySchemes": {"bearerAuth": bearer, "apiKey": api_key, "apiKeyBearer": api_key_bearer}
+            },
         },
     )
     app.url_map.converters["anypath"] = verification_views.AnyPathConverter

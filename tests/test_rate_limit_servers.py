@@ -10,6 +10,7 @@ it were accepted. Figures are printed for the closing note (run pytest with -s).
 from __future__ import annotations
 
 import contextlib
+import gc
 import threading
 import time
 from collections import Counter
@@ -156,7 +157,7 @@ def test_accuracy_across_two_hosts_with_redis(tmp_path, jwt_secret):
 
 STRICT = {"limit": 5, "periodSeconds": 86400}  # one window a day: the test never sees it roll over (see below)
 PROMPT = 0.1  # seconds: a verification never waits on a store that is gone
-RETURNS_WITHIN = 5  # seconds after redis-server returns, every worker counts again
+RETURNS_WITHIN = 8  # seconds after redis-server returns, every worker counts again (each skips it 1 s at most)
 
 
 def before_a_day_window_ends(margin: float = 120) -> None:
@@ -184,6 +185,15 @@ def statuses(answers: list[Answer]) -> list[int]:
 
 def warnings(server) -> list[dict]:
     return [record for record in app_log_records(server) if record.get("level") == "WARNING"]
+
+
+def timed(call, times: int) -> list[Answer]:
+    """Make ``times`` calls with the collector off: a pause of this process's own is not the server's slowness."""
+    gc.disable()
+    try:
+        return [call() for _ in range(times)]
+    finally:
+        gc.enable()
 
 
 def test_when_redis_stops_open_verifies_promptly_closed_refuses_and_both_limit_again_when_it_returns(
@@ -216,7 +226,7 @@ def test_when_redis_stops_open_verifies_promptly_closed_refuses_and_both_limit_a
         redis.kill()
 
         # open: a key over its limit is still verified (the limit is not enforced), and promptly.
-        answers = [verify(opened, spent) for _ in range(100)]
+        answers = timed(lambda: verify(opened, spent), 100)
         assert statuses(answers) == [200] * 100
         slowest = max(answer.received - answer.sent for answer in answers)
         assert slowest < PROMPT, slowest
@@ -228,7 +238,7 @@ def test_when_redis_stops_open_verifies_promptly_closed_refuses_and_both_limit_a
         assert metric_total(opened, "apikeys_rate_limit_errors_total") > 0
 
         # closed: a limited key is refused while its limit cannot be checked; a key without limits needs no store.
-        answers = [verify(closed, other) for _ in range(20)]
+        answers = timed(lambda: verify(closed, other), 20)
         assert statuses(answers) == [503] * 20
         for answer in answers:
             assert answer.body["code"] == "RATE_LIMIT_UNAVAILABLE"
@@ -239,8 +249,8 @@ def test_when_redis_stops_open_verifies_promptly_closed_refuses_and_both_limit_a
         assert metric_total(closed, "apikeys_rate_limit_errors_total") > 0
 
         # redis-server back on the same port, empty: within a few seconds both servers count again.
-        restarted = time.monotonic()
         redis = RedisServer(tmp_path / "redis", port=redis.port).start()
+        restarted = time.monotonic()
         again = until_refused(opened, spent)
         assert again[-1].status == 429, statuses(again)
         assert again[-1].headers["X-Api-Key-Error"] == "RATE_LIMITED"

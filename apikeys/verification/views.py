@@ -101,7 +101,7 @@ LIMIT_REFUSALS = (
 def _documented(view, *, query: bool):
     """Document a /verify view in OpenAPI, but call it bare: flask-smorest's wrappers cost on the hot path."""
     parameters = [SCOPES_PARAMETER, COST_PARAMETER] + (QUERY_PARAMETERS if query else [])
-    documented = blp.doc(security=[{"apiKey": []}], parameters=parameters)(view)
+    documented = blp.doc(security=[{"apiKey": []}, {"apiKeyBearer": []}], parameters=parameters)(view)
     documented = blp.alt_response(200, schema=schemas.VerifiedKeyEnvelopeSchema, success=True)(documented)
     for status, name in ((400, "BAD_REQUEST"), (401, "UNAUTHORIZED"), (403, "FORBIDDEN")):
         documented = blp.alt_response(status, response=name)(documented)

@@ -282,7 +282,7 @@ def test_a_refused_or_expired_token_returns_to_the_sign_in_page_with_the_servers
     assert "not-a-token" not in session.storage()
 
     # A token that expires while the console is open: the next action returns to the sign-in page.
-    short = token_for(server.jwt_secret, "acme", ttl=2)
+    short = token_for(server.jwt_secret, "acme", ttl=8)  # time to sign in on a slow machine; then it expires
     sign_in(session, short)
     assert message.is_hidden()
     time.sleep(max(0.0, jwt_expiry(short) - time.time() + 1.1))

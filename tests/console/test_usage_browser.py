@@ -192,7 +192,7 @@ def this_hour() -> datetime:
     return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def clear_of_the_hours_end(seconds: int = 50) -> None:
+def clear_of_the_hours_end(seconds: int = 120) -> None:
     """Wait for the next hour if this one ends within ``seconds``: the test's verifications stay in one bucket."""
     left = (this_hour() + timedelta(hours=1) - datetime.now(UTC)).total_seconds()
     if left < seconds:
