@@ -39,6 +39,11 @@ class KeyChanged(ApiKeysError):
     )
 
 
+class NoQuota(ApiKeysError):
+    status, code = 409, "NO_QUOTA"
+    message = "This key has no quota to add credits to: give it one first."
+
+
 class KeyImportError(ApiKeysError):
     code, message = "INVALID_IMPORT", "The import file is not valid."
 

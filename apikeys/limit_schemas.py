@@ -39,6 +39,12 @@ class QuotaSchema(ma.Schema):
             raise ma.ValidationError("Give both refillAmount and refillInterval, or neither.", "refillInterval")
 
 
+class AddCreditsSchema(ma.Schema):
+    """Credits to add to a key's quota, in one step with the verifications taking them."""
+
+    add = _count(limits.MAX_CREDITS, 1, required=True, metadata={"example": 1000})
+
+
 def rate_limit_field(**options) -> fields.Nested:
     return fields.Nested(RateLimitSchema, allow_none=True, attribute="rate_limit", **options)
 

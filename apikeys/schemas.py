@@ -7,6 +7,7 @@ from marshmallow import fields
 from marshmallow import validate
 
 from apikeys.keys import ENVIRONMENTS
+from apikeys.limit_schemas import AddCreditsSchema  # noqa: F401 (apikeys.schemas.AddCreditsSchema)
 from apikeys.limit_schemas import LimitsShown
 from apikeys.limit_schemas import QuotaSchema  # noqa: F401 (apikeys.schemas.QuotaSchema)
 from apikeys.limit_schemas import QuotaStateSchema

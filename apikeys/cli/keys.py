@@ -24,6 +24,7 @@ from apikeys.cli.policy import read_meta
 from apikeys.cli.policy import update_command
 from apikeys.dashboard import importing
 from apikeys.dashboard import operations
+from apikeys.limits import MAX_CREDITS
 from apikeys.storage import queries
 
 
@@ -87,6 +88,19 @@ def get_command(tenant, key_id):
 
 
 keys_group.add_command(update_command)
+
+
+@keys_group.command("add-credits", short_help="Add credits to a key's quota.")
+@database_url_option
+@tenant_option
+@key_id_argument
+@click.option("--amount", required=True, type=click.IntRange(1, MAX_CREDITS), help="Credits to add, 1 to 10^12.")
+@with_appcontext
+def add_credits_command(tenant, key_id, amount):
+    """Add credits to a key's quota (in one step with the verifications taking them) and print the key."""
+    from apikeys.schemas import KeySchema
+
+    echo_json(KeySchema().dump(operations.add_credits(ready_state(), tenant, ACTOR, key_id, amount)))
 
 
 def set_active(tenant: str, key_id: str, active: bool) -> None:

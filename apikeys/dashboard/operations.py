@@ -13,9 +13,12 @@ from datetime import timedelta
 from apikeys import keys
 from apikeys import limits as key_limits
 from apikeys.dashboard import limits
+from apikeys.errors import ApiKeysError
 from apikeys.errors import KeyChanged
 from apikeys.errors import KeyNotFound
+from apikeys.errors import NoQuota
 from apikeys.storage import queries
+from apikeys.storage import quotas
 from apikeys.storage.tables import utcnow
 
 CLI_ACTOR = "cli"
@@ -72,6 +75,23 @@ def update_key(state, tenant: str, actor: str | None, key_id: str, changes: dict
     with state.engine.begin() as conn:
         if not queries.update_key(conn, tenant, key_id, values):
             raise KeyNotFound()
+        queries.add_audit_entry(conn, tenant, "key.updated", key_id, actor, now)
+        return queries.get_key(conn, tenant, key_id)
+
+
+def add_credits(state, tenant: str, actor: str | None, key_id: str, amount: int):
+    """Add credits to a key's quota in one statement (never undoing what verifications took) and return the key."""
+    now = utcnow()
+    with state.engine.begin() as conn:
+        if quotas.add_credits(conn, tenant, key_id, amount, now) is None:
+            key = queries.get_key(conn, tenant, key_id)
+            if key is None:
+                raise KeyNotFound()
+            if key.quota_remaining is None:
+                raise NoQuota()
+            too_many = f"Would take the key's credits over {key_limits.MAX_CREDITS:,}."
+            message = f"Adding {amount:,} credits would take the key's credits over {key_limits.MAX_CREDITS:,}."
+            raise ApiKeysError(message, errors={"add": [too_many]})
         queries.add_audit_entry(conn, tenant, "key.updated", key_id, actor, now)
         return queries.get_key(conn, tenant, key_id)
 

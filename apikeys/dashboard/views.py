@@ -57,6 +57,11 @@ HASHING_LIMIT = (
     f"bcrypt costs from {limits.LINE_LIMIT_ROUNDS}), then answers 503 HASHING_BUSY with Retry-After: 1, "
     "having changed nothing."
 )
+ADD_CREDITS = (
+    "Adds to the credits left now (after a due refill), in one statement with the verifications that take them, "
+    "so none they took is given back, as a PATCH of quota.remaining computed from an earlier read would. A key "
+    "without a quota is a 409 NO_QUOTA; a sum over 10^12 is a 400. Audited as key.updated."
+)
 KEY_LIMIT = "A tenant holds at most APIKEYS_MAX_KEYS_PER_TENANT keys: one more is a 409 KEY_LIMIT_REACHED."
 # OpenAPI links: what a client (or a stateful fuzzer) can do next with a created key.
 KEY_ID_FROM_BODY = "$response.body#/data/id"
@@ -161,6 +166,21 @@ class ApiKeyRegeneration(MethodView):
         """Give a key a new secret; the old one stops at once, or after gracePeriodSeconds."""
         grace = args.get("grace_period")
         return {"data": operations.regenerate_key(get_state(), g.tenant, g.actor, key_id, grace)}
+
+
+@blp.route("/dashboard/api-keys/<string:key_id>/credits")
+class ApiKeyCredits(MethodView):
+    @dashboard(
+        "addApiKeyCredits",
+        200,
+        schemas.KeyEnvelopeSchema,
+        arguments=schemas.AddCreditsSchema,
+        alt=(401, 404, 409, 415),
+        doc={"description": ADD_CREDITS},
+    )
+    def post(self, args, key_id):
+        """Add credits to a key's quota."""
+        return {"data": operations.add_credits(get_state(), g.tenant, g.actor, key_id, args["add"])}
 
 
 @blp.route("/dashboard/api-keys/<string:key_id>/toggle")

@@ -1,4 +1,4 @@
-"""Taking credits from a key's quota: one atomic statement, on every database."""
+"""Taking credits from a key's quota, and adding them: one atomic statement each, on every database."""
 
 from __future__ import annotations
 
@@ -28,6 +28,15 @@ def _refill_due(now: datetime):
     )
 
 
+def _credits_after(now: datetime, change):
+    """SQL: the credits a key has at ``now`` (a due refill applied) plus ``change``, and when it was refilled."""
+    due = _refill_due(now)
+    available = sa.case((due, _c.quota_refill_amount), else_=_c.quota_remaining)
+    # Typed, so that it is stored as naive UTC like every timestamp (apikeys.storage.tables.UTCDateTime).
+    refilled_at = sa.case((due, sa.literal(now, UTCDateTime())), else_=_c.quota_refilled_at)
+    return available, {"quota_remaining": available + change, "quota_refilled_at": refilled_at}
+
+
 def take_credits(conn: sa.Connection, key_id: str, cost: int, now: datetime) -> tuple[bool, int | None]:
     """Take ``cost`` credits from a key's quota if it has them; return (taken, credits left now; None: no quota).
 
@@ -36,16 +45,11 @@ def take_credits(conn: sa.Connection, key_id: str, cost: int, now: datetime) -> 
     is applied in the same statement. A key whose quota was removed meanwhile
     passes (its row updates to nothing new).
     """
-    due = _refill_due(now)
-    available = sa.case((due, _c.quota_refill_amount), else_=_c.quota_remaining)
+    available, values = _credits_after(now, -cost)
     statement = (
         sa.update(api_keys)
         .where(_c.id == key_id, sa.or_(_c.quota_remaining.is_(None), available >= cost))
-        .values(
-            quota_remaining=available - cost,
-            # Typed, so that it is stored as naive UTC like every timestamp (apikeys.storage.tables.UTCDateTime).
-            quota_refilled_at=sa.case((due, sa.literal(now, UTCDateTime())), else_=_c.quota_refilled_at),
-        )
+        .values(values)
         .returning(_c.quota_remaining)
     )
     row = conn.execute(statement).one_or_none()
@@ -55,3 +59,27 @@ def take_credits(conn: sa.Connection, key_id: str, cost: int, now: datetime) -> 
     columns = [api_keys.c[name] for name in limits.QUOTA_COLUMNS]
     current = conn.execute(sa.select(*columns).where(_c.id == key_id)).one_or_none()
     return False, None if current is None else limits.credits_left(current, now)
+
+
+def add_credits(conn: sa.Connection, tenant_id: str, key_id: str, amount: int, now: datetime) -> int | None:
+    """Add ``amount`` credits to a tenant's key with a quota, up to MAX_CREDITS; return the credits now, or None.
+
+    One UPDATE, like take_credits: credits taken by verifications meanwhile are
+    never given back (as a PATCH of ``remaining`` computed from an earlier read
+    would), and a due refill is applied first. None: no such key, no quota, or
+    the sum would pass MAX_CREDITS; nothing changed.
+    """
+    available, values = _credits_after(now, amount)
+    statement = (
+        sa.update(api_keys)
+        .where(
+            _c.id == key_id,
+            _c.tenant_id == tenant_id,
+            _c.quota_remaining.is_not(None),
+            available <= limits.MAX_CREDITS - amount,
+        )
+        .values(values)
+        .returning(_c.quota_remaining)
+    )
+    row = conn.execute(statement).one_or_none()
+    return None if row is None else row.quota_remaining
