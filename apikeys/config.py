@@ -64,6 +64,7 @@ SETTINGS: dict[str, tuple[object, object]] = {
     "APIKEYS_METRICS": (True, Boolean()),
     # empty: rate-limit counters in a SQLite file of the instance folder (this host's workers); redis://: every host's
     "APIKEYS_RATE_LIMIT_URL": ("", RedisUrl()),
+    "APIKEYS_RATE_LIMIT_TIMEOUT_MS": (50, Integer(1, 10_000)),  # Redis slower than this has failed (ON_ERROR decides)
     "APIKEYS_RATE_LIMIT_ON_ERROR": ("open", Choice(("open", "closed"))),  # the counter store fails: serve, or 503
     "APIKEYS_USAGE": (True, Boolean()),  # count verifications per key and hour (GET .../usage)
     "APIKEYS_USAGE_FLUSH_SECONDS": (5, Integer(1, 3600)),  # how often each worker writes its counts

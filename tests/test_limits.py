@@ -533,8 +533,9 @@ def test_an_embedded_store_that_cannot_be_opened_is_never_a_500(app, create, ver
     assert answers == ([200] * 3 if setting == "open" else [503] * 3)
 
 
-def test_a_hung_redis_costs_its_timeout_a_few_times_then_once_a_second(config, tmp_path, create):
-    """A redis-server that stops answering (SIGSTOP): three 50 ms timeouts, then no wait until a second passed."""
+@pytest.mark.parametrize("timeout_ms", [None, 200], ids=["default 50 ms", "200 ms"])
+def test_a_hung_redis_costs_its_timeout_a_few_times_then_once_a_second(config, tmp_path, create, timeout_ms):
+    """A redis-server that stops answering (SIGSTOP): three timeouts, then no wait until a second passed."""
     import signal
     import subprocess
 
@@ -558,9 +559,11 @@ def test_a_hung_redis_costs_its_timeout_a_few_times_then_once_a_second(config, t
                 break
             except redis.ConnectionError:
                 time.sleep(0.05)
-        app = create_app(
-            config | {"APIKEYS_RATE_LIMIT_URL": f"redis://127.0.0.1:{port}/0"}, instance_path=str(tmp_path / "r")
-        )
+        settings = {"APIKEYS_RATE_LIMIT_URL": f"redis://127.0.0.1:{port}/0"}
+        if timeout_ms is not None:
+            settings["APIKEYS_RATE_LIMIT_TIMEOUT_MS"] = timeout_ms
+        app = create_app(config | settings, instance_path=str(tmp_path / "r"))
+        timeout = (timeout_ms or 50) / 1000
         key = create(rateLimit={"limit": 100, "periodSeconds": 60})
         verifier = app.test_client()
         assert verifier.get("/verify", headers={"X-Api-Key": key["fullKey"]}).headers["RateLimit-Limit"] == "100"
@@ -575,7 +578,7 @@ def test_a_hung_redis_costs_its_timeout_a_few_times_then_once_a_second(config, t
             answer = verifier.get("/verify", headers={"X-Api-Key": key["fullKey"]})
             took.append(time.perf_counter() - started)
             assert answer.status_code == 200 and "RateLimit-Limit" not in answer.headers  # open: served, unlimited
-        assert all(0.045 <= seconds < 0.5 for seconds in took[:SLOW_IN_A_ROW])  # each waited its timeout
+        assert all(timeout * 0.9 <= seconds < timeout + 0.45 for seconds in took[:SLOW_IN_A_ROW])  # its timeout each
         assert len(asked) == SLOW_IN_A_ROW  # then the store is left alone (the rest is within the second)
         server.send_signal(signal.SIGCONT)
         time.sleep(1.05)

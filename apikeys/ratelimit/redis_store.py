@@ -9,8 +9,6 @@ from redis.retry import Retry
 from apikeys.ratelimit.window import StoreError
 from apikeys.ratelimit.window import Window
 
-TIMEOUT_SECONDS = 0.05  # slower than this, the store has failed (APIKEYS_RATE_LIMIT_ON_ERROR decides)
-
 # Redis's own clock decides the window, so every host counts the same window. KEYS[1] is the key's counter name
 # without its window; its {hash tag} keeps the window's name in the same cluster slot.
 # ARGV: limit, period in seconds, 1 to count this verification (0 only looks).
@@ -45,12 +43,13 @@ return 0
 class RedisStore:
     """Fixed-window counters in Redis (APIKEYS_RATE_LIMIT_URL)."""
 
-    def __init__(self, url: str):
-        # No retries: a store that fails answers within TIMEOUT_SECONDS, and the setting decides what follows.
+    def __init__(self, url: str, timeout: float):
+        # No retries: a store that fails answers within ``timeout`` seconds (APIKEYS_RATE_LIMIT_TIMEOUT_MS), and
+        # APIKEYS_RATE_LIMIT_ON_ERROR decides what follows.
         self.client = redis.Redis.from_url(
             url,
-            socket_timeout=TIMEOUT_SECONDS,
-            socket_connect_timeout=TIMEOUT_SECONDS,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 0),
             retry_on_timeout=False,
             health_check_interval=0,

@@ -28,7 +28,7 @@ def make_store(config, instance_path: str):
     if url:
         from apikeys.ratelimit.redis_store import RedisStore
 
-        return RedisStore(url)
+        return RedisStore(url, config["APIKEYS_RATE_LIMIT_TIMEOUT_MS"] / 1000)
     from apikeys.ratelimit.embedded import EmbeddedStore
 
     return EmbeddedStore(instance_path)
