@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import reprlib
 
 from apikeys.instance import MIN_SECRET_LENGTH
 from apikeys.setting_rules import Boolean
@@ -30,6 +31,9 @@ class ConfigError(ValueError):
 
 ORIGIN = r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
 DAY = 24 * 3600
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = 60  # characters of a bad value an error shows (its start and end)
 
 # Every setting of ours: (default, rule). Documented in README.md's configuration table.
 SETTINGS: dict[str, tuple[object, object]] = {
@@ -88,7 +92,8 @@ def check(config) -> None:
         except Refused as error:
             raise ConfigError(f"{name} is not usable: {error}.") from None
         except (TypeError, ValueError):
-            shown = "" if getattr(rule, "secret", False) else f"={value!r}"
+            # A value is shown cut to its two ends: an error is one line, whatever was pasted into the setting.
+            shown = "" if getattr(rule, "secret", False) else f"={_SHORT.repr(value)}"
             raise ConfigError(f"{name}{shown} is not valid: it must be {rule.describe()}.") from None
     config["MAX_CONTENT_LENGTH"] = config["APIKEYS_MAX_BODY_BYTES"]
 

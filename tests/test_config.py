@@ -74,6 +74,14 @@ def test_a_bad_value_names_the_setting_and_what_it_accepts(name, value, rule):
     assert "\n" not in message
 
 
+def test_a_huge_bad_value_is_shown_cut_short():
+    with pytest.raises(config.ConfigError) as raised:
+        checked(APIKEYS_RATE_LIMIT_TIMEOUT_MS="[" * 10_000 + "]" * 10_000)
+    message = str(raised.value)
+    assert message.startswith("APIKEYS_RATE_LIMIT_TIMEOUT_MS='[[[[") and "[[[...]]]" in message
+    assert len(message) < 200 and "\n" not in message
+
+
 def test_a_bad_secret_setting_is_named_without_its_value():
     with pytest.raises(config.ConfigError) as raised:
         checked(APIKEYS_VERIFIER_KEY=12345)
