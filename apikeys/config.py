@@ -20,7 +20,6 @@ from apikeys.setting_rules import Items
 from apikeys.setting_rules import RedisUrl
 from apikeys.setting_rules import Refused
 from apikeys.setting_rules import Text
-from apikeys.setting_rules import postgresql_driver  # noqa: F401 (apikeys.config.postgresql_driver, as before)
 
 log = logging.getLogger(__name__)
 

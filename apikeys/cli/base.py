@@ -96,8 +96,9 @@ def check_tenant(ctx, param, value):
     return value
 
 
-def check_actor(ctx, param, value):
-    # The API refuses a token whose sub breaks the tenant grammar: never issue one.
+def check_optional_tenant(ctx, param, value):
+    # An option that may be left out but follows the tenant grammar when given (a token's sub: the API refuses one
+    # that breaks it, so never issue one).
     if value is not None and not tenants.is_valid(value):
         raise click.BadParameter(f"must be {tenants.RULE}.")
     return value

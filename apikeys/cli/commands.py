@@ -14,7 +14,7 @@ from apikeys import keys
 from apikeys import tokens
 from apikeys.cli.base import Command
 from apikeys.cli.base import Group
-from apikeys.cli.base import check_actor
+from apikeys.cli.base import check_optional_tenant
 from apikeys.cli.base import check_tenant
 from apikeys.cli.base import database_url_option
 from apikeys.cli.base import service_settings
@@ -94,7 +94,7 @@ def db_history_command():
 @click.command("token", cls=Command, short_help="Print a signed JWT for a tenant.")
 @click.option("--tenant", required=True, callback=check_tenant, help="The tenant the token speaks for.")
 @click.option("--ttl", default=3600, show_default=True, type=click.IntRange(min=1), help="Lifetime in seconds.")
-@click.option("--sub", callback=check_actor, help="The actor the audit log records (the sub claim).")
+@click.option("--sub", callback=check_optional_tenant, help="The actor the audit log records (the sub claim).")
 @with_appcontext
 def token_command(tenant, ttl, sub):
     """Print a signed JWT for a tenant, for the Authorization header."""

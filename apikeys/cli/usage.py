@@ -13,7 +13,7 @@ from marshmallow import fields
 from apikeys import errors
 from apikeys import usage_schemas
 from apikeys.cli.base import Command
-from apikeys.cli.base import check_tenant
+from apikeys.cli.base import check_optional_tenant
 from apikeys.cli.base import database_url_option
 from apikeys.cli.base import echo_json
 from apikeys.cli.base import json_escape
@@ -46,10 +46,6 @@ class UnknownBucketSchema(UnknownCountsSchema):
 class UnknownUsageSchema(usage_schemas.UsageSchema):
     buckets = fields.List(fields.Nested(UnknownBucketSchema), required=True)
     totals = fields.Nested(UnknownCountsSchema, required=True)
-
-
-def check_optional_tenant(ctx, param, value):
-    return None if value is None else check_tenant(ctx, param, value)
 
 
 def read_range(schema: ma.Schema, **given) -> dict:

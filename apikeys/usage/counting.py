@@ -148,9 +148,9 @@ class UsageCounter:
             for bucket, number in pending.items():
                 self.counts[bucket] = self.counts.get(bucket, 0) + number
 
-    def remove_old(self, now: datetime | None = None) -> int:
+    def remove_old(self) -> int:
         """Delete buckets older than the retention, a batch per transaction; return how many went."""
-        cutoff = (now or datetime.now(UTC)) - self.retention
+        cutoff = datetime.now(UTC) - self.retention
         removed = 0
         try:
             while True:

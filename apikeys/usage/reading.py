@@ -70,9 +70,14 @@ def key_usage(state, tenant: str, key_id: str, since=None, until=None, granulari
     """Return a key's usage over a range; raise KeyNotFound (another tenant's key too) or ApiKeysError."""
     since, until, count = time_range(since, until, granularity)
     with state.engine.connect() as conn:
-        if key_queries.get_key(conn, tenant, key_id) is None and not queries.has_history(conn, tenant, key_id):
-            raise errors.KeyNotFound()
         rows = queries.key_buckets(conn, tenant, key_id, since, until)
+        # A bucket of the tenant's under this id proves the key is (or was) theirs; only an empty range asks.
+        if (
+            not rows
+            and key_queries.get_key(conn, tenant, key_id) is None
+            and not queries.has_history(conn, tenant, key_id)
+        ):
+            raise errors.KeyNotFound()
     buckets, totals = _buckets(rows, since, count, granularity)
     return {"key_id": key_id, "granularity": granularity, "since": since, "until": until, "buckets": buckets} | {
         "totals": totals
