@@ -100,10 +100,13 @@ def _messages(messages) -> list[str]:
 
 
 def one_line(messages: dict) -> str:
-    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...``."""
+    """Say marshmallow's errors on one line: ``scopes[0]: Must be ...; name: ...; rateLimit.limit: ...``."""
     parts = []
     for field, texts in messages.items():
-        if isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
+        if isinstance(texts, dict) and texts and all(isinstance(name, str) for name in texts):
+            # A nested object's fields, named with dots as the API names them; its own problems go under its name.
+            parts.append(one_line({field if name == "_schema" else f"{field}.{name}": t for name, t in texts.items()}))
+        elif isinstance(texts, dict):  # a list's or a dict's items: {index: [messages]}
             parts += [f"{field}[{index}]: {' '.join(map(str, item))}" for index, item in texts.items()]
         else:
             parts.append(f"{field}: {' '.join(map(str, texts))}")

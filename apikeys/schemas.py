@@ -9,9 +9,7 @@ from marshmallow import validate
 from apikeys.keys import ENVIRONMENTS
 from apikeys.limit_schemas import AddCreditsSchema  # noqa: F401 (apikeys.schemas.AddCreditsSchema)
 from apikeys.limit_schemas import LimitsShown
-from apikeys.limit_schemas import QuotaSchema  # noqa: F401 (apikeys.schemas.QuotaSchema)
 from apikeys.limit_schemas import QuotaStateSchema
-from apikeys.limit_schemas import RateLimitSchema  # noqa: F401 (apikeys.schemas.RateLimitSchema)
 from apikeys.limit_schemas import RateLimitStateSchema
 from apikeys.limit_schemas import quota_field
 from apikeys.limit_schemas import rate_limit_field

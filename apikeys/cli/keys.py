@@ -18,7 +18,6 @@ from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
 from apikeys.cli.limits import create_options
 from apikeys.cli.limits import limits_body
-from apikeys.cli.limits import load_limits
 from apikeys.cli.policy import option_errors
 from apikeys.cli.policy import read_meta
 from apikeys.cli.policy import update_command
@@ -51,14 +50,11 @@ def create_command(tenant, name, environment, expires_at, scopes, meta, rate_lim
     body = {"name": name, "environment": environment, "scopes": list(scopes), "expiresAt": expires_at}
     if meta is not None:
         body["meta"] = read_meta(meta)
-    limits, problems = load_limits(limits_body(rate_limit, quota, quota_refill))
+    body |= limits_body(rate_limit, quota, quota_refill)
     try:
         fields = CreateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        problems.insert(0, option_errors(getattr(error, "messages", {})))
-    if problems:
-        raise click.UsageError("; ".join(problems)) from None  # named by option
-    fields.update(limits)
+        raise click.UsageError(option_errors(getattr(error, "messages", {}))) from None  # named by option
     echo_json(CreatedKeySchema().dump(operations.create_key(ready_state(), tenant, ACTOR, **fields)))
 
 

@@ -13,7 +13,7 @@ COUNT = re.compile(r"(-?[0-9]+)", re.ASCII)
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_DIGITS = 30  # far past every bound, short of what int() refuses to read: the schema says the bound
 
-# Where a field of the API's JSON came from on the command line: an error names what the user typed.
+# Where a limit's field came from on the command line: an error names what the user typed (cli.policy.option_errors).
 OPTIONS = {
     "rateLimit": {"limit": "--rate-limit (limit)", "periodSeconds": "--rate-limit (period)"},
     "quota": {
@@ -104,34 +104,3 @@ def limits_body(rate_limit, quota, quota_refill, no_rate_limit=False, no_quota=F
         amount, interval = quota_refill or (None, None)
         body["quota"] = None if no_quota else {"remaining": quota, "refillAmount": amount, "refillInterval": interval}
     return body
-
-
-def load_limits(body: dict) -> tuple[dict, list[str]]:
-    """Check ``body``'s rateLimit and quota with the API's schemas; return (snake_case policy, one-line errors)."""
-    if not body:
-        return {}, []
-    import marshmallow as ma
-
-    from apikeys.schemas import QuotaSchema
-    from apikeys.schemas import RateLimitSchema
-
-    schemas = {"rateLimit": ("rate_limit", RateLimitSchema), "quota": ("quota", QuotaSchema)}
-    policy, problems = {}, []
-    for field, value in body.items():
-        attribute, schema = schemas[field]
-        if value is None:
-            policy[attribute] = None
-            continue
-        try:
-            policy[attribute] = schema().load(value)
-        except ma.ValidationError as error:
-            problems += option_errors(field, error.messages)
-    return policy, problems
-
-
-def option_errors(field: str, messages) -> list[str]:
-    """Say a nested schema's errors, each under the option (and part of it) that carried the value."""
-    if not isinstance(messages, dict):
-        return [f"{WHOLE[field]}: {' '.join(map(str, messages))}"]
-    where = OPTIONS[field]
-    return [f"{where.get(part, WHOLE[field])}: {' '.join(map(str, texts))}" for part, texts in messages.items()]

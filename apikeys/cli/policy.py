@@ -7,6 +7,7 @@ import json
 import click
 from flask.cli import with_appcontext
 
+from apikeys.cli import limits
 from apikeys.cli.base import ACTOR
 from apikeys.cli.base import Command
 from apikeys.cli.base import database_url_option
@@ -15,7 +16,6 @@ from apikeys.cli.base import key_id_argument
 from apikeys.cli.base import ready_state
 from apikeys.cli.base import tenant_option
 from apikeys.cli.limits import limits_body
-from apikeys.cli.limits import load_limits
 from apikeys.cli.limits import update_options
 from apikeys.dashboard import operations
 
@@ -36,7 +36,12 @@ def option_errors(messages: dict) -> str:
     parts = []
     for field, texts in messages.items():
         where = OPTIONS.get(field, field)
-        if isinstance(texts, dict):  # a list's items: {index: [messages]}; the nth --scope counts from 1
+        if field in limits.OPTIONS and isinstance(texts, dict):  # a limit's parts, each under the option that gave it
+            named = limits.OPTIONS[field]
+            parts += [
+                f"{named.get(part, limits.WHOLE[field])}: {' '.join(map(str, item))}" for part, item in texts.items()
+            ]
+        elif isinstance(texts, dict):  # a list's items: {index: [messages]}; the nth --scope counts from 1
             parts += [f"{where} {_nth(index)}: {' '.join(map(str, item))}" for index, item in texts.items()]
         else:
             parts.append(f"{where}: {' '.join(map(str, texts))}")
@@ -88,15 +93,11 @@ def update_command(tenant, key_id, name, scopes, no_scopes, expires_at, no_expir
         body["expiresAt"] = expires_at
     if meta is not None:
         body["meta"] = read_meta(meta)
-    limits = limits_body(**limit_options)
-    if not body and not limits:
+    body |= limits_body(**limit_options)
+    if not body:
         raise click.UsageError(f"Give at least one of {NOTHING_GIVEN}")
-    changes, problems = load_limits(limits)
     try:
-        # A change of limits alone leaves nothing for UpdateKeySchema, which refuses an empty body.
-        changes.update(UpdateKeySchema().load(body) if body else {})
+        changes = UpdateKeySchema().load(body)
     except Exception as error:  # marshmallow.ValidationError
-        problems.insert(0, option_errors(getattr(error, "messages", {})))
-    if problems:
-        raise click.UsageError("; ".join(problems))
+        raise click.UsageError(option_errors(getattr(error, "messages", {}))) from None
     echo_json(KeySchema().dump(operations.update_key(ready_state(), tenant, ACTOR, key_id, changes)))

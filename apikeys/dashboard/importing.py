@@ -15,8 +15,6 @@ from apikeys.dashboard import limits
 from apikeys.envelope import one_line
 from apikeys.errors import KeyImportError
 from apikeys.schemas import CreateKeySchema
-from apikeys.schemas import QuotaSchema
-from apikeys.schemas import RateLimitSchema
 from apikeys.storage import queries
 from apikeys.storage.tables import utcnow
 from apikeys.verification import secrets
@@ -42,15 +40,11 @@ def read_import_file(text: str, source: str) -> list[dict]:
             raise KeyImportError(f"Entry {number}: needs string fields {', '.join(missing)}.")
         if not tenants.is_valid(entry["tenant"]):
             raise KeyImportError(f"Entry {number}: tenant must be {tenants.RULE}.")
-        policy = {name: entry[name] for name in ("expiresAt", "scopes", "meta") if name in entry}
-        key_policy, problems = _load_limits(entry)
+        policy = {name: entry[name] for name in ("expiresAt", "scopes", "meta", "rateLimit", "quota") if name in entry}
         try:
             fields = CreateKeySchema().load({"name": entry["name"], "environment": entry["environment"], **policy})
         except ma.ValidationError as error:
-            problems.insert(0, one_line(error.messages))
-        if problems:
-            raise KeyImportError(f"Entry {number}: {'; '.join(problems)}") from None
-        fields.update(key_policy)
+            raise KeyImportError(f"Entry {number}: {one_line(error.messages)}") from None
         parsed = keys.parse_full_key(entry["fullKey"])
         if parsed is None:
             raise KeyImportError(f"Entry {number}: fullKey is not a well-formed apikeys key (format or checksum).")
@@ -58,24 +52,6 @@ def read_import_file(text: str, source: str) -> list[dict]:
             raise KeyImportError(f"Entry {number}: fullKey is a {parsed.environment} key, but environment is not.")
         loaded.append({"number": number, "tenant": entry["tenant"], "parsed": parsed, **fields})
     return loaded
-
-
-def _load_limits(entry: dict) -> tuple[dict, list[str]]:
-    """Check an entry's rateLimit and quota (the API's JSON; null or absent: none); return (policy, errors)."""
-    if entry.get("rateLimit") is None and entry.get("quota") is None:
-        return {}, []
-    schemas = {"rateLimit": ("rate_limit", RateLimitSchema), "quota": ("quota", QuotaSchema)}
-    loaded, problems = {"rate_limit": None, "quota": None}, []
-    for field, (attribute, schema) in schemas.items():
-        if entry.get(field) is None:
-            continue
-        try:
-            loaded[attribute] = schema().load(entry[field])
-        except ma.ValidationError as error:
-            messages = error.messages if isinstance(error.messages, dict) else {"_schema": error.messages}
-            named = {field if part == "_schema" else f"{field}.{part}": texts for part, texts in messages.items()}
-            problems.append(one_line(named))
-    return loaded, problems
 
 
 def import_keys(state, entries: list[dict], actor: str | None = CLI_ACTOR) -> tuple[int, int]:
